@@ -1,0 +1,57 @@
+"""kerakit: recipes, builders, presets and bundles over tf.keras.
+
+    import kerakit as kk
+    recipe = kk.load_recipe("configs/digits_cnn.yaml")
+    model = kk.build_model(recipe)
+    kk.compile_model(model, preset="multiclass")
+
+Importing kerakit imports no TensorFlow: the names below are loaded on first
+use, so a bad recipe is rejected before TensorFlow starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from kerakit.errors import (
+    DataError,
+    KerakitError,
+    ModelFileError,
+    RecipeError,
+    ResumeError,
+)
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (loaded lazily; see __getattr__)
+_LAZY = {
+    "load_recipe": "kerakit.recipe",
+    "Recipe": "kerakit.recipe",
+    "build_model": "kerakit.models",
+    "compile_model": "kerakit.compile",
+    "infer_preset": "kerakit.compile",
+    "PRESETS": "kerakit.compile",
+}
+
+__all__ = [
+    "__version__",
+    "KerakitError",
+    "RecipeError",
+    "DataError",
+    "ModelFileError",
+    "ResumeError",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kerakit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
