@@ -84,7 +84,9 @@ def did_you_mean(name: Any, choices: Iterable[str], n: int = 3) -> str:
     close = difflib.get_close_matches(name, choices, n=n, cutoff=0.6)
     if not close:
         lower = {c.lower(): c for c in choices}
-        close = [lower[c] for c in difflib.get_close_matches(name.lower(), list(lower), n=n, cutoff=0.6)]
+        close = [
+            lower[c] for c in difflib.get_close_matches(name.lower(), list(lower), n=n, cutoff=0.6)
+        ]
     if not close:
         return ""
     return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
