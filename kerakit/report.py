@@ -1,0 +1,404 @@
+"""Per-run numbers: confusion matrix, per-class report, and the run's `report.md`.
+
+The math is plain NumPy (no scikit-learn), and every function takes labels in
+whatever form a Keras model gives them: integer class ids, one-hot rows, or
+predicted probabilities (softmax rows, or sigmoid scores for a binary model).
+`classification_report` returns a plain, JSON-ready dict, so a run can save it
+next to its test metrics and `format_report_table` can turn it into Markdown.
+
+    probs = model.predict(x_test)
+    report = kk.classification_report(y_test, probs, class_names=["cat", "dog"])
+    print(kk.format_report_table(report))
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kerakit.errors import DataError
+
+# The pictures a run folder may hold, in the order report.md shows them.
+RUN_IMAGES = ("history.png", "confusion.png", "errors.png")
+
+
+def to_labels(y: Any) -> np.ndarray:
+    """Integer class ids from labels or predictions in any Keras form.
+
+    A 2-D array with more than one column (one-hot labels or softmax
+    probabilities) becomes its row-wise argmax. A single column or a 1-D
+    array is taken as class ids when every value is a whole number, and
+    otherwise as sigmoid scores of a binary model, thresholded at 0.5.
+
+    Args:
+        y: array-like of shape `(n,)`, `(n, 1)` or `(n, classes)`.
+
+    Returns:
+        An `int64` array of shape `(n,)`.
+
+    Example:
+        >>> to_labels([[0.1, 0.9], [0.8, 0.2]]).tolist()
+        [1, 0]
+    """
+    arr = np.asarray(y)
+    if arr.ndim == 2 and arr.shape[1] > 1:
+        return np.argmax(arr, axis=1).astype(np.int64)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise DataError(
+            f"labels must have shape (n,), (n, 1) or (n, classes); got shape {arr.shape}"
+        )
+    if arr.dtype.kind in "iub":
+        return arr.astype(np.int64)
+    if arr.dtype.kind != "f":
+        raise DataError(f"labels must be numbers; got dtype {arr.dtype}")
+    if np.all(arr == np.round(arr)):
+        return arr.astype(np.int64)
+    return (arr >= 0.5).astype(np.int64)
+
+
+def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int | None = None) -> np.ndarray:
+    """Counts of (true class, predicted class) pairs.
+
+    Row `i` holds the samples whose true class is `i`, column `j` those
+    predicted as `j`; the matrix sums to the number of samples and its
+    diagonal sums to the number of correct predictions.
+
+    Args:
+        y_true: true labels (class ids or one-hot).
+        y_pred: predicted class ids, or the model's probabilities.
+        num_classes: size of the matrix; defaults to the largest label + 1.
+
+    Returns:
+        An `int64` array of shape `(num_classes, num_classes)`.
+
+    Example:
+        >>> confusion_matrix([0, 1, 1], [0, 1, 0]).tolist()
+        [[1, 0], [1, 1]]
+    """
+    t, p = _pair(y_true, y_pred)
+    seen = int(max(t.max(initial=-1), p.max(initial=-1))) + 1
+    if num_classes is None:
+        num_classes = max(seen, 1)
+    if min(t.min(initial=0), p.min(initial=0)) < 0 or seen > num_classes:
+        raise DataError(
+            f"labels must be class ids in [0, {num_classes}); got values from "
+            f"{min(t.min(initial=0), p.min(initial=0))} to {seen - 1}. "
+            "Pass num_classes (or class_names) that covers every class."
+        )
+    flat = t * num_classes + p
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, -1)
+
+
+def classification_report(
+    y_true: Any,
+    y_pred: Any,
+    class_names: Sequence[str] | None = None,
+    num_classes: int | None = None,
+) -> dict:
+    """Per-class precision, recall, F1 and support, with averages and accuracy.
+
+    Precision is "of the samples predicted as this class, how many are it",
+    recall is "of the samples of this class, how many were found", F1 their
+    harmonic mean. A ratio with nothing to divide by (a class never
+    predicted, or absent from `y_true`) is 0, as in scikit-learn's
+    `zero_division=0`. The macro average weighs every class alike; the
+    weighted average weighs each class by its support.
+
+    Args:
+        y_true: true labels (class ids or one-hot).
+        y_pred: predicted class ids, or the model's probabilities.
+        class_names: one name per class; defaults to `"0"`, `"1"`, ...
+        num_classes: number of classes when `class_names` is not given;
+            defaults to the largest label + 1.
+
+    Returns:
+        A JSON-ready dict: `{"accuracy": float, "support": int,
+        "per_class": {name: {"precision", "recall", "f1", "support"}},
+        "macro_avg": {...}, "weighted_avg": {...}}`.
+
+    Example:
+        >>> r = classification_report([0, 0, 1], [0, 1, 1], class_names=["a", "b"])
+        >>> r["per_class"]["a"]["recall"], r["accuracy"]
+        (0.5, 0.6666666666666666)
+    """
+    if class_names is not None:
+        class_names = [str(c) for c in class_names]
+        if len(set(class_names)) != len(class_names):
+            raise DataError(f"class_names has duplicates: {class_names}")
+        num_classes = len(class_names)
+    cm = confusion_matrix(y_true, y_pred, num_classes).astype(np.float64)
+    if class_names is None:
+        class_names = [str(i) for i in range(cm.shape[0])]
+    tp = np.diag(cm)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    precision = _safe_div(tp, predicted)
+    recall = _safe_div(tp, support)
+    f1 = _safe_div(2 * precision * recall, precision + recall)
+    total = float(support.sum())
+
+    per_class = {
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(class_names)
+    }
+
+    def average(weights: np.ndarray) -> dict:
+        w = weights / weights.sum() if weights.sum() > 0 else np.zeros_like(weights)
+        return {
+            "precision": float(np.sum(precision * w)),
+            "recall": float(np.sum(recall * w)),
+            "f1": float(np.sum(f1 * w)),
+            "support": int(total),
+        }
+
+    return {
+        "accuracy": float(tp.sum() / total) if total else 0.0,
+        "support": int(total),
+        "per_class": per_class,
+        "macro_avg": average(np.ones_like(support)),
+        "weighted_avg": average(support),
+    }
+
+
+def confident_errors(y_true: Any, probs: Any, n: int = 16) -> np.ndarray:
+    """Indices of the `n` misclassified samples the model was surest about.
+
+    Args:
+        y_true: true labels (class ids or one-hot).
+        probs: the model's output: softmax rows `(n, classes)` or sigmoid
+            scores `(n,)` / `(n, 1)` of a binary model.
+        n: how many to return at most.
+
+    Returns:
+        An `int64` array of sample indices, most confident first.
+
+    Example:
+        >>> confident_errors([0, 1, 1], [[0.9, 0.1], [0.6, 0.4], [0.99, 0.01]]).tolist()
+        [2, 1]
+    """
+    pred, conf = predicted_with_confidence(probs)
+    t, _ = _pair(y_true, pred)
+    wrong = np.flatnonzero(t != pred)
+    order = np.argsort(-conf[wrong], kind="stable")
+    return wrong[order][: max(int(n), 0)].astype(np.int64)
+
+
+def predicted_with_confidence(probs: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted class ids, the probability the model gave its prediction)."""
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim == 2 and p.shape[1] == 1:
+        p = p[:, 0]
+    if p.ndim == 1:  # sigmoid score of class 1
+        pred = (p >= 0.5).astype(np.int64)
+        return pred, np.where(pred == 1, p, 1.0 - p)
+    if p.ndim != 2:
+        raise DataError(f"probs must have shape (n,), (n, 1) or (n, classes); got {p.shape}")
+    pred = np.argmax(p, axis=1).astype(np.int64)
+    return pred, p[np.arange(len(p)), pred]
+
+
+def format_report_table(report: Mapping) -> str:
+    """A `classification_report` as a Markdown table, one row per class.
+
+    Example:
+        >>> print(format_report_table(classification_report([0, 1], [0, 1])))  # doctest: +SKIP
+        | class | precision | recall | F1 | support |
+        ...
+    """
+    lines = [
+        "| class | precision | recall | F1 | support |",
+        "|---|---:|---:|---:|---:|",
+    ]
+
+    def row(name: str, r: Mapping) -> str:
+        cells = [f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}"]
+        return f"| {_md(name)} | " + " | ".join(cells) + f" | {r['support']} |"
+
+    for name, r in report["per_class"].items():
+        lines.append(row(name, r))
+    lines.append(row("**macro avg**", report["macro_avg"]))
+    lines.append(row("**weighted avg**", report["weighted_avg"]))
+    lines.append(f"| **accuracy** | | | {report['accuracy']:.3f} | {report['support']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_run_report(
+    run_dir: str | os.PathLike,
+    *,
+    metrics: Mapping[str, Any],
+    report: Mapping | None = None,
+    images: Sequence[str] | None = None,
+    title: str = "kerakit run",
+) -> Path:
+    """Write `report.md` in a run folder: pictures, test metrics, per-class table.
+
+    Args:
+        run_dir: the run folder; the pictures are linked relative to it.
+        metrics: test metrics, e.g. `model.evaluate(..., return_dict=True)`.
+        report: a `classification_report`, or None to leave the table out.
+        images: file names of pictures in `run_dir` to link; by default
+            whichever of `history.png`, `confusion.png`, `errors.png` exist.
+        title: the page's heading (the recipe or run name reads well).
+
+    Returns:
+        The path of the written `report.md` (written atomically).
+
+    Example:
+        >>> write_run_report("runs/digits", metrics={"loss": 0.1, "accuracy": 0.97})  # doctest: +SKIP
+    """
+    run_dir = Path(run_dir)
+    if images is None:
+        images = [name for name in RUN_IMAGES if (run_dir / name).is_file()]
+    captions = {
+        "history.png": "Learning curves",
+        "confusion.png": "Confusion matrix (test set)",
+        "errors.png": "Most confidently wrong test samples",
+    }
+    out = [f"# {title}", ""]
+    out += ["## Test metrics", "", "| metric | value |", "|---|---:|"]
+    out += [f"| {_md(str(k))} | {_fmt(v)} |" for k, v in metrics.items()]
+    if not metrics:
+        out.append("| (none recorded) | |")
+    out.append("")
+    if report is not None:
+        out += ["## Per-class report (test set)", "", format_report_table(report)]
+    for name in images:
+        caption = captions.get(name, Path(name).stem)
+        out += [f"## {caption}", "", f"![{caption}]({Path(name).as_posix()})", ""]
+    return _atomic_write_text(run_dir / "report.md", "\n".join(out).rstrip() + "\n")
+
+
+def write_run_pictures(
+    run_dir: str | os.PathLike,
+    *,
+    history: Any = None,
+    y_true: Any = None,
+    probs: Any = None,
+    x: Any = None,
+    class_names: Sequence[str] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    title: str = "kerakit run",
+    n_errors: int = 16,
+) -> dict[str, Path]:
+    """Save a run's pictures as PNG and write its `report.md`, in one call.
+
+    Draws `history.png` when a history is given, `confusion.png` when test
+    labels and predictions are given, and `errors.png` when the test inputs
+    are given too; then writes `report.md` linking whatever was drawn.
+
+    Args:
+        run_dir: the run folder.
+        history: a Keras `History`, its `.history` dict, or a `history.csv` path.
+        y_true: test labels.
+        probs: the model's predictions on the same test samples, same order.
+        x: the test inputs (for the errors picture).
+        class_names: one name per class.
+        metrics: test metrics for the report.
+        title: the report's heading.
+        n_errors: how many wrong samples to show.
+
+    Returns:
+        `{file name: path}` of everything written.
+
+    Example:
+        >>> write_run_pictures("runs/x", history="runs/x/history.csv")  # doctest: +SKIP
+    """
+    from kerakit import plots  # matplotlib only when pictures are asked for
+
+    run_dir = Path(run_dir)
+    written: dict[str, Path] = {}
+    figures = {}
+    if history is not None:
+        figures["history.png"] = lambda: plots.plot_history(history)
+    if y_true is not None and probs is not None:
+        figures["confusion.png"] = lambda: plots.plot_confusion(y_true, probs, class_names)
+        if x is not None:
+            figures["errors.png"] = lambda: plots.show_errors(
+                x, y_true, probs, class_names, n=n_errors
+            )
+    for name, draw in figures.items():
+        written[name] = plots.save_figure(draw(), run_dir / name)
+    report = None
+    if y_true is not None and probs is not None:
+        report = classification_report(
+            y_true, probs, class_names, num_classes=_num_classes(probs, class_names)
+        )
+    written["report.md"] = write_run_report(
+        run_dir, metrics=dict(metrics or {}), report=report, images=list(figures), title=title
+    )
+    return written
+
+
+def _num_classes(probs: Any, class_names: Sequence[str] | None) -> int | None:
+    if class_names is not None:
+        return len(class_names)
+    p = np.asarray(probs)
+    if p.ndim == 2 and p.shape[1] > 1:
+        return int(p.shape[1])
+    return None
+
+
+def _pair(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
+    t, p = to_labels(y_true), to_labels(y_pred)
+    if len(t) != len(p):
+        raise DataError(
+            f"y_true has {len(t)} samples but y_pred has {len(p)}; "
+            "predict on the same samples, in the same order (no shuffling)."
+        )
+    return t, p
+
+
+def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    # zero_division=0: a class never predicted (or never present) scores 0, not NaN
+    out = np.zeros_like(a, dtype=np.float64)
+    np.divide(a, b, out=out, where=b > 0)
+    return out
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        return _md(str(value))
+    value = float(value)
+    if math.isnan(value) or math.isinf(value):
+        return str(value)
+    if value == int(value) and abs(value) < 1e12:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
+    """Write a file through `write(binary_file)` atomically: temp file, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # same folder, so os.replace is a rename; open(), not mkstemp, so the file
+    # gets the user's umask rather than mkstemp's private 0600
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _atomic_write_text(path: Path, text: str) -> Path:
+    return _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
