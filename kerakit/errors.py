@@ -114,8 +114,11 @@ class Where:
     def at(self, *keys) -> Where:
         return Where(self.file, self.positions, self.path + tuple(keys))
 
-    def position(self) -> tuple[int | None, int | None]:
-        # The nearest recorded ancestor's position (a default has none of its own).
+    def position(self) -> tuple:
+        """(line, col) of the nearest recorded ancestor (a default has none of its own).
+
+        A value set with ``--set KEY=VALUE`` is recorded as ``("--set KEY=VALUE",)``.
+        """
         path = self.path
         while True:
             if path in self.positions:
@@ -125,7 +128,10 @@ class Where:
             path = path[:-1]
 
     def error(self, message: str, cls: type[RecipeError] = RecipeError) -> RecipeError:
-        line, col = self.position()
+        pos = self.position()
+        if len(pos) == 1:  # came from the command line, not the file
+            return cls(message, file=pos[0], path=self.path)
+        line, col = pos
         return cls(message, file=self.file, line=line, col=col, path=self.path)
 
     def __repr__(self) -> str:

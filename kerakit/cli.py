@@ -1,0 +1,156 @@
+"""The `kerakit` command: a thin shell over the functions a notebook calls.
+
+    kerakit check RECIPE [--set KEY=VALUE ...]
+    kerakit train RECIPE [--set KEY=VALUE ...] [--epochs N] [--resume RUN]
+    kerakit evaluate RUN_OR_MODEL [--data SOURCE]
+    kerakit predict RUN_OR_MODEL INPUT... [--output FILE]
+    kerakit augment RECIPE --preview out.png
+    kerakit list presets|bundles|backbones|augment
+
+A mistake in the input (a bad recipe, a missing file, a corrupt model) exits
+with status 2 and one clear message; `--debug` shows the traceback too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+from kerakit import __version__
+from kerakit.errors import KerakitError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own usage errors: status 2, no traceback
+        self.print_usage(sys.stderr)
+        print(f"kerakit: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="kerakit", description="Recipes, builders and training runs over tf.keras.")
+    p.add_argument("--version", action="version", version=f"kerakit {__version__}")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def recipe_cmd(name, help_):
+        c = sub.add_parser(name, help=help_)
+        c.add_argument("recipe", help="a recipe YAML file")
+        c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a recipe value, e.g. --set train.epochs=5 (typed like YAML)")  # fmt: skip
+        c.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+        return c
+
+    recipe_cmd("check", "validate a recipe, build and compile its model, print the summary")
+    t = recipe_cmd("train", "train a recipe and leave a run folder")
+    t.add_argument("--epochs", type=int, help="override train.epochs")
+    t.add_argument("--resume", metavar="RUN", help="resume this run folder (default: the newest unfinished run)")
+    t.add_argument("--new", action="store_true", help="start a new run even if an unfinished one exists")
+    a = recipe_cmd("augment", "preview the recipe's augmentation")
+    a.add_argument("--preview", metavar="PNG", required=True, help="write a grid of original and augmented images")
+    a.add_argument("-n", type=int, default=16, help="number of images")
+
+    e = sub.add_parser("evaluate", help="evaluate a run folder or a model file on test data")
+    e.add_argument("model", metavar="RUN_OR_MODEL")
+    e.add_argument("--data", metavar="SOURCE", help="a data source (as in data.source); default: the run's recipe")
+    e.add_argument("--unsafe", action="store_true", help="trust the model file (allows code in it; see docs/security.md)")
+    e.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    pr = sub.add_parser("predict", help="predict with a run folder or a model file")
+    pr.add_argument("model", metavar="RUN_OR_MODEL")
+    pr.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, a .npy/.npz, or a .csv")
+    pr.add_argument("--output", metavar="FILE", help="write predictions to a .csv or .json file")
+    pr.add_argument("--top", type=int, default=3, help="classes to show per input (default 3)")
+    pr.add_argument("--unsafe", action="store_true", help="trust the model file (allows code in it; see docs/security.md)")
+    pr.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    ls = sub.add_parser("list", help="list presets, callback bundles, backbones or augmentation presets")
+    ls.add_argument("what", choices=["presets", "bundles", "backbones", "augment"])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 bad input, 1 other failure)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    # TensorFlow's C++ start-up chatter hides kerakit's messages; users can still set their own level.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return int(_dispatch(args, argv) or 0)
+    except KerakitError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args, argv) -> int:
+    cmd = args.command
+    if cmd == "list":
+        return _list(args.what)
+    if cmd == "check":
+        from kerakit.recipe import load_recipe
+
+        recipe = load_recipe(args.recipe, overrides=args.overrides)  # fails before TensorFlow loads
+        from kerakit.run import check
+
+        check(recipe, print_fn=print)
+        return 0
+    if cmd == "train":
+        from kerakit.recipe import load_recipe
+
+        overrides = list(args.overrides)
+        if args.epochs is not None:
+            overrides.append(f"train.epochs={args.epochs}")
+        recipe = load_recipe(args.recipe, overrides=overrides)
+        from kerakit.run import train
+
+        run = train(recipe, resume=args.resume, new=args.new, command=["kerakit", *argv])
+        print(f"run folder: {run.path}")
+        return 0
+    if cmd == "evaluate":
+        from kerakit.run import evaluate
+
+        metrics = evaluate(args.model, data=args.data, trusted=args.unsafe)
+        for k, v in metrics.items():
+            print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+        return 0
+    if cmd == "predict":
+        from kerakit.run import predict_files
+
+        predict_files(args.model, args.inputs, output=args.output, top=args.top, trusted=args.unsafe, print_fn=print)
+        return 0
+    if cmd == "augment":
+        from kerakit.recipe import load_recipe
+
+        recipe = load_recipe(args.recipe, overrides=args.overrides)
+        from kerakit.run import preview_augmentation
+
+        path = preview_augmentation(recipe, args.preview, n=args.n)
+        print(f"wrote {path}")
+        return 0
+    raise AssertionError(cmd)  # pragma: no cover
+
+
+def _list(what: str) -> int:
+    if what == "presets":
+        from kerakit.presets import PRESETS as table
+    elif what == "bundles":
+        from kerakit.callbacks_spec import BUNDLES as table
+    elif what == "backbones":
+        from kerakit.transfer_spec import BACKBONE_NAMES as table
+    else:
+        from kerakit.augment_spec import PRESETS as table
+    for name, entry in table.items():
+        desc = entry.get("description", "") if isinstance(entry, dict) else str(entry)
+        print(f"{name:20s} {desc}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""Model builders: Sequential and Functional models from plain values.
+
+    kk.build_model({"sequential": [{"Dense": {"units": 64, "activation": "relu"}},
+                                   {"Dense": {"units": 10, "activation": "softmax"}}]},
+                   input_shape=(784,))
+
+Layers are Keras layers by class name with their Keras arguments (or layers
+registered with `keras.saving.register_keras_serializable`). Mistakes only
+Keras can find (a Conv2D on a flat input) come back as `RecipeError`s naming
+the layer entry, its line, and the shapes involved.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import keras
+
+from kerakit.compile import instantiate
+from kerakit.errors import NOWHERE, RecipeError, Where, did_you_mean
+
+__all__ = ["build_model", "get_layer_class", "make_layer"]
+
+
+def _layer_names() -> list[str]:
+    return [n for n in dir(keras.layers) if inspect.isclass(getattr(keras.layers, n, None))]
+
+
+def get_layer_class(name: str, where: Where = NOWHERE) -> type:
+    """A layer class by its Keras name, or a registered serializable name ("package>Name")."""
+    cls = getattr(keras.layers, name, None)
+    if inspect.isclass(cls) and issubclass(cls, keras.layers.Layer):
+        return cls
+    registered = keras.saving.get_registered_object(name)
+    if registered is None and ">" not in name:
+        for full, obj in keras.saving.get_custom_objects().items():
+            if full.split(">")[-1] == name:
+                registered = obj
+                break
+    if inspect.isclass(registered) and issubclass(registered, keras.layers.Layer):
+        return registered
+    known = _layer_names() + [k.split(">")[-1] for k in keras.saving.get_custom_objects()]
+    raise where.error(
+        f"unknown layer {name!r}{did_you_mean(name, known)}; use a class of keras.layers "
+        "or a layer registered with keras.saving.register_keras_serializable"
+    )
+
+
+def _is_layer_spec(value: Any) -> bool:
+    if not (isinstance(value, Mapping) and len(value) == 1):
+        return False
+    name = next(iter(value))
+    return isinstance(name, str) and name[:1].isupper() and inspect.isclass(getattr(keras.layers, name, None))
+
+
+def make_layer(name: str, args: Any, where: Where = NOWHERE, *, default_name: str | None = None):
+    """One layer from its class name and arguments (a mapping, a positional value or list)."""
+    cls = get_layer_class(name, where)
+    if isinstance(args, Mapping):
+        # Nested layers (Bidirectional's `layer`, TimeDistributed's) are written as layer entries too.
+        args = {
+            k: make_layer(*next(iter(v.items())), where.at(k)) if _is_layer_spec(v) else v
+            for k, v in args.items()
+        }
+        if default_name and "name" not in args:
+            args["name"] = default_name
+    elif default_name:
+        layer = instantiate(cls, args, where, "layer")
+        # Positional short forms cannot carry a name; set the node's name after creation.
+        layer.name = default_name
+        return layer
+    return instantiate(cls, args, where, "layer")
+
+
+def _shape_text(shape) -> str:
+    if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], (list, tuple)):
+        return ", ".join(_shape_text(s) for s in shape)
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+def _call_error(exc: Exception, name: str, where: Where, in_shape) -> RecipeError:
+    text = str(exc).strip().splitlines()
+    first = " ".join(line.strip() for line in text[:3] if line.strip())
+    if len(first) > 300:
+        first = first[:297] + "..."
+    return where.error(f"{name} cannot take an input of shape {_shape_text(in_shape)}: {first}")
+
+
+def build_sequential(layers: list, input_shape, *, name: str | None = None, where: Where = NOWHERE) -> keras.Model:
+    model = keras.Sequential(name=name)
+    model.add(keras.Input(shape=tuple(input_shape)))
+    for i, entry in enumerate(layers):
+        (cls_name, args), = entry.items()
+        w = where.at(i, cls_name)
+        layer = make_layer(cls_name, args, w)
+        before = model.output_shape
+        try:
+            model.add(layer)
+        except Exception as exc:  # Keras raises ValueError, TypeError, tf errors ...
+            raise _call_error(exc, cls_name, w, before) from None
+    return model
+
+
+def _topological(graph: list) -> list[tuple[str, dict, int]]:
+    nodes = {}
+    for i, item in enumerate(graph):
+        (node, spec), = item.items()
+        nodes[node] = (spec, i)
+    order, done = [], set()
+
+    def visit(n):
+        if n in done or n not in nodes:
+            return
+        spec, i = nodes[n]
+        for ref in [spec["in"]] if isinstance(spec["in"], str) else spec["in"]:
+            visit(ref)
+        done.add(n)
+        order.append((n, spec, i))
+
+    for n in nodes:
+        visit(n)
+    return order
+
+
+def build_functional(spec: Mapping, *, name: str | None = None, where: Where = NOWHERE) -> keras.Model:
+    inputs = {n: keras.Input(shape=tuple(s), name=n) for n, s in spec["inputs"].items()}
+    shared = {}
+    for lname, entry in (spec.get("layers") or {}).items():
+        (cls_name, args), = entry.items()
+        shared[lname] = make_layer(cls_name, args, where.at("layers", lname, cls_name), default_name=lname)
+    tensors: dict[str, Any] = dict(inputs)
+    for node, nspec, i in _topological(spec["graph"]):
+        w = where.at("graph", i, node)
+        ins = nspec["in"]
+        args_in = tensors[ins] if isinstance(ins, str) else [tensors[x] for x in ins]
+        if "use" in nspec:
+            layer, label = shared[nspec["use"]], nspec["use"]
+        else:
+            (cls_name, args), = ((k, v) for k, v in nspec.items() if k != "in")
+            w = w.at(cls_name)
+            layer, label = make_layer(cls_name, args, w, default_name=node), cls_name
+        try:
+            tensors[node] = layer(args_in)
+        except Exception as exc:
+            shape = args_in.shape if not isinstance(args_in, list) else [t.shape for t in args_in]
+            raise _call_error(exc, label, w, shape) from None
+    outs = spec["outputs"]
+    if isinstance(outs, str):
+        outputs = tensors[outs]
+    else:
+        outputs = {o: tensors[o] for o in outs} if len(outs) > 1 else tensors[outs[0]]
+    model_inputs = inputs if len(inputs) > 1 else next(iter(inputs.values()))
+    return keras.Model(inputs=model_inputs, outputs=outputs, name=name)
+
+
+def build_model(
+    spec: Any,
+    *,
+    input_shape: tuple | None = None,
+    num_classes: int | None = None,
+    name: str | None = None,
+    where: Where | None = None,
+) -> keras.Model:
+    """Build a `keras.Model` from a recipe, or from a `model:` section given as plain values.
+
+    Args:
+        spec: a `Recipe` (or a path to one), a mapping with one of
+            ``sequential``, ``functional`` or ``transfer`` (the `model:` section),
+            or a whole recipe mapping (with ``model:`` and ``data:``).
+        input_shape: the input shape without the batch dimension, where the
+            section has no ``input_shape``. With a recipe, it is otherwise
+            taken from the data.
+        num_classes: classes for a transfer head that does not say.
+        name: the model's name (default: the recipe's name).
+        where: where the section sits in a recipe (for error messages).
+
+    Returns:
+        An uncompiled `keras.Model`.
+
+    Example:
+        >>> model = build_model({"sequential": [{"Dense": {"units": 10, "activation": "softmax"}}]},
+        ...                     input_shape=(784,))
+    """
+    from kerakit.recipe import Recipe, load_recipe, resolve_model
+
+    recipe = None
+    if isinstance(spec, (str,)) or hasattr(spec, "__fspath__"):
+        spec = load_recipe(spec)
+    if isinstance(spec, Mapping) and "model" in spec and not isinstance(spec, Recipe):
+        spec = load_recipe(spec)
+    if isinstance(spec, Recipe):
+        recipe = spec
+        section = recipe["model"]
+        where = recipe.where.at("model")
+        name = name or section.get("name") or recipe.name
+    else:
+        where = where or Where(path=("model",))
+        section = resolve_model(spec, where)
+        name = name or section.get("name")
+    if "transfer" in section:
+        return _build_transfer(section["transfer"], recipe, num_classes, where.at("transfer"), name)
+    if "functional" in section:
+        return build_functional(section["functional"], name=name, where=where.at("functional"))
+    shape = section.get("input_shape") or input_shape
+    if shape is None and recipe is not None:
+        from kerakit.data import load_data
+
+        shape = load_data(recipe["data"], base_dir=recipe.base_dir, seed=recipe["seed"], where=recipe.where.at("data")).input_shape
+    if shape is None:
+        raise where.error("the model needs an input shape: set model.input_shape (e.g. [28, 28, 1]) or pass input_shape=")
+    return build_sequential(section["sequential"], shape, name=name, where=where.at("sequential"))
+
+
+def _build_transfer(section: Mapping, recipe, num_classes, where: Where, name) -> keras.Model:
+    from kerakit.transfer import transfer_model
+
+    head = dict(section.get("head") or {})
+    classes = head.pop("classes", None) or num_classes
+    if classes is None and recipe is not None:
+        from kerakit.data import load_data
+
+        classes = load_data(recipe["data"], base_dir=recipe.base_dir, seed=recipe["seed"], where=recipe.where.at("data")).num_classes
+    if classes is None:
+        raise where.at("head", "classes").error("say how many classes the head predicts: model.transfer.head.classes")
+    activation = head.pop("activation", None)
+    if activation is None and recipe is not None:
+        preset = recipe["compile"].get("preset")
+        if preset in ("binary", "multilabel"):
+            activation = "sigmoid"
+    weights = section.get("weights", "imagenet")
+    if recipe is not None and isinstance(weights, str) and weights not in ("imagenet", "none"):
+        import os
+
+        weights = os.path.join(recipe.base_dir, weights)
+    return transfer_model(
+        section["backbone"],
+        classes=classes,
+        input_shape=tuple(section["input_shape"]),
+        weights=weights,
+        head=head,
+        activation=activation,
+        where=where,
+    )
