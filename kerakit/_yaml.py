@@ -180,7 +180,10 @@ class _Builder:
                     path + (key,),
                 )
             seen[key] = _pos(key_node)
-            self.positions[path + (key,)] = _pos(key_node)
+            # A scalar is located at its value (the precise column); a list or
+            # mapping at its key (a block value starts on the next line).
+            at = value_node if isinstance(value_node, ScalarNode) else key_node
+            self.positions[path + (key,)] = _pos(at)
             out[key] = self.build(value_node, path + (key,), depth + 1)
         for key, value in merged.items():
             out.setdefault(key, value)

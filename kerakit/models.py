@@ -91,15 +91,16 @@ def _call_error(exc: Exception, name: str, where: Where, in_shape) -> RecipeErro
 def build_sequential(layers: list, input_shape, *, name: str | None = None, where: Where = NOWHERE) -> keras.Model:
     model = keras.Sequential(name=name)
     model.add(keras.Input(shape=tuple(input_shape)))
+    shape = (None, *input_shape)
     for i, entry in enumerate(layers):
         (cls_name, args), = entry.items()
         w = where.at(i, cls_name)
         layer = make_layer(cls_name, args, w)
-        before = model.output_shape
         try:
             model.add(layer)
+            shape = model.output_shape
         except Exception as exc:  # Keras raises ValueError, TypeError, tf errors ...
-            raise _call_error(exc, cls_name, w, before) from None
+            raise _call_error(exc, cls_name, w, shape) from None
     return model
 
 
