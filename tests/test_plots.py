@@ -183,6 +183,15 @@ def test_history_csv_with_stage_column(tmp_path):
     assert_real_png(plots.save_figure(fig, tmp_path / "history.png"))
 
 
+def test_history_dict_as_read_back_from_csv():
+    # what a run gets from parsing its history.csv: epoch as floats, stage as strings
+    history = {"epoch": [0.0, 1.0, 0.0], "loss": [1.0, 0.8, 0.5], "stage": ["head", "head", "fine"]}
+    fig = plots.plot_history(history)
+    assert [ax.get_title() for ax in fig.axes] == ["loss"]
+    boundaries = [ln.get_xdata()[0] for ln in fig.axes[0].lines if ln.get_linestyle() == ":"]
+    assert boundaries == [2.5]
+
+
 def test_history_missing_file_says_where(tmp_path):
     with pytest.raises(DataError, match="history.csv"):
         plots.plot_history(tmp_path)
