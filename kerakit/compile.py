@@ -53,6 +53,24 @@ def _find_class(module, name: str, base: type):
     return None
 
 
+def _accepted_arguments(cls: type) -> list[str]:
+    """Every named argument along the class's constructors (Keras passes **kwargs up the MRO)."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            params = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        names += [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"]
+    # Keras layers also take these through **kwargs
+    if issubclass(cls, keras.layers.Layer):
+        names += ["input_shape", "input_dim", "batch_size", "name", "dtype", "trainable"]
+    return list(dict.fromkeys(names))
+
+
 def instantiate(cls: type, args: Any, where: Where, what: str):
     """cls(**args) / cls(args) / cls(*args), with Keras's complaints turned into recipe errors."""
     try:
@@ -61,22 +79,17 @@ def instantiate(cls: type, args: Any, where: Where, what: str):
         if isinstance(args, list):
             return cls(*args)
         return cls(args)
-    except TypeError as exc:
-        msg = str(exc)
-        m = re.search(r"unexpected keyword argument '(\w+)'", msg) or re.search(
-            r"Unrecognized keyword arguments[^']*'(\w+)'", msg
-        )
-        if m:
-            params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "kwargs")]
-            bad = m.group(1)
-            w = where.at(bad) if isinstance(args, Mapping) else where
-            raise w.error(
-                f"{cls.__name__} has no argument {bad!r}{did_you_mean(bad, params)}; "
-                f"its arguments are: {', '.join(params)}"
-            ) from None
+    except (TypeError, ValueError, KeyError) as exc:
+        if isinstance(args, Mapping):
+            accepted = _accepted_arguments(cls)
+            for key in args:
+                if key not in accepted:
+                    raise where.at(key).error(
+                        f"{cls.__name__} has no argument {key!r}{did_you_mean(key, accepted)}; "
+                        f"its arguments are: {', '.join(a for a in accepted if not a.startswith('_'))}"
+                    ) from None
+        msg = " ".join(str(exc).split())
         raise where.error(f"cannot create {what} {cls.__name__}: {msg}") from None
-    except (ValueError, KeyError) as exc:
-        raise where.error(f"cannot create {what} {cls.__name__}: {exc}") from None
 
 
 def _resolve(kind: str, module, base: type, value: Any, where: Where, *, keep_strings: bool):
