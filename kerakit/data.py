@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from kerakit.data_spec import resolve_data, source_kind
+from kerakit.data_spec import COMMON_DEFAULTS, resolve_data, source_kind
 from kerakit.errors import NOWHERE, DataError, Where, did_you_mean
 
 IN_MEMORY_BYTES = 512 * 2**20  # prepared data up to this size is cached in memory
@@ -663,7 +663,8 @@ def load_data(
     ((8, 8, 1), 10)
     """
     if x is not None and not (isinstance(data, Mapping) and data.get("source") == "arrays"):
-        keep = ("batch_size", "validation_split", "test_split", "image_size", "rescale")
+        # the shared keys carry over; `rescale` does not (its default depends on the source)
+        keep = [k for k in COMMON_DEFAULTS if k != "rescale"]
         section = data if isinstance(data, Mapping) else {}
         data = {"source": "arrays", **{k: section[k] for k in keep if k in section}}
     spec = resolve_data(data, where)
