@@ -25,12 +25,38 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (loaded lazily; see __getattr__)
 _LAZY = {
+    # recipes (no TensorFlow)
     "load_recipe": "kerakit.recipe",
     "Recipe": "kerakit.recipe",
+    # builders and presets
     "build_model": "kerakit.models",
     "compile_model": "kerakit.compile",
     "infer_preset": "kerakit.compile",
     "PRESETS": "kerakit.compile",
+    # data, augmentation, transfer learning, callbacks
+    "load_data": "kerakit.data",
+    "make_pipeline": "kerakit.data",
+    "DataBundle": "kerakit.data",
+    "augmentation": "kerakit.augment",
+    "Augmentation": "kerakit.augment",
+    "transfer_model": "kerakit.transfer",
+    "make_callbacks": "kerakit.callbacks",
+    # runs
+    "train": "kerakit.run",
+    "check": "kerakit.run",
+    "evaluate": "kerakit.run",
+    "predict": "kerakit.run",
+    "Run": "kerakit.run",
+    "save_model": "kerakit.saving",
+    "load_model": "kerakit.saving",
+    # pictures and reports
+    "plot_history": "kerakit.plots",
+    "plot_confusion": "kerakit.plots",
+    "show_errors": "kerakit.plots",
+    "show_batch": "kerakit.plots",
+    "save_figure": "kerakit.plots",
+    "classification_report": "kerakit.report",
+    "confusion_matrix": "kerakit.report",
 }
 
 __all__ = [

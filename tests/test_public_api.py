@@ -1,0 +1,37 @@
+"""The public surface is pinned: a change to it is a deliberate change to this list."""
+
+import importlib
+import subprocess
+import sys
+
+import kerakit as kk
+
+PUBLIC = {
+    "__version__", "KerakitError", "RecipeError", "DataError", "ModelFileError", "ResumeError",
+    "load_recipe", "Recipe", "build_model", "compile_model", "infer_preset", "PRESETS",
+    "load_data", "make_pipeline", "DataBundle", "augmentation", "Augmentation", "transfer_model",
+    "make_callbacks", "train", "check", "evaluate", "predict", "Run", "save_model", "load_model",
+    "plot_history", "plot_confusion", "show_errors", "show_batch", "save_figure",
+    "classification_report", "confusion_matrix",
+}  # fmt: skip
+
+
+def test_public_surface_is_pinned():
+    assert set(kk.__all__) == PUBLIC
+
+
+def test_every_public_name_resolves():
+    for name in kk.__all__:
+        assert getattr(kk, name) is not None, name
+
+
+def test_lazy_names_come_from_their_modules():
+    assert kk.build_model is importlib.import_module("kerakit.models").build_model
+    assert kk.train is importlib.import_module("kerakit.run").train
+
+
+def test_import_has_no_side_effects_and_no_tensorflow():
+    code = "import sys, kerakit; assert 'tensorflow' not in sys.modules; assert 'keras' not in sys.modules"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "" and proc.stderr == ""
