@@ -519,8 +519,11 @@ def _tfds(name: str, spec: dict, base_dir, where: Where) -> tuple:
         builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        guess = ""
+        if isinstance(e, tfds.core.registered.DatasetNotFoundError):
+            guess = did_you_mean(name.split("/")[0].split(":")[0], tfds.list_builders())
         raise _error(
-            where, "source", f"tensorflow-datasets cannot open {name!r}: {first}"
+            where, "source", f"tensorflow-datasets cannot open {name!r}: {first}{guess}"
         ) from None
     todo = (
         f"prepare it on a machine with network (`tfds build {name} --data_dir DIR`, "

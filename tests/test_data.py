@@ -185,6 +185,8 @@ def test_tfds_prepared_locally(tiny_tfds_dir):
         seed=0,
     )
     assert keyed.input_shape == (4, 4, 1)
+    with pytest.raises(DataError, match="did you mean 'kk_tiny_shapes'"):
+        load_data({**section, "source": "tfds:kk_tiny_shape"})
     bad = {**section, "split": {"test": "validation"}}
     with pytest.raises(DataError, match="split 'validation'"):
         load_data(bad)
@@ -297,6 +299,8 @@ def test_npz_plain_and_missing(tmp_path):
     bundle = load_data({"source": "npz:d.npz", "validation_split": 0.2}, base_dir=tmp_path)
     assert bundle.sizes == {"train": 16, "val": 4, "test": 6}  # test given, not carved
     assert bundle.task == "binary" and bundle.spec["rescale"] == pytest.approx(1 / 255)
+    raw = np.load(tmp_path / "d.npz")["x_test"]
+    np.testing.assert_allclose(bundle.preprocess(raw).numpy(), arrays(bundle.test)[0], rtol=1e-6)
     with pytest.raises(DataError, match=r"no such file: .*nope.npz"):
         load_data({"source": "npz:nope.npz"}, base_dir=tmp_path)
     np.savez(tmp_path / "bad.npz", x_train=np.zeros((3, 2)), labels=np.zeros(3))
