@@ -1,0 +1,204 @@
+"""Build Keras callbacks from a resolved `train.callbacks` spec, for one run folder.
+
+    from kerakit.callbacks import make_callbacks
+    callbacks = make_callbacks("standard", run_dir="runs/digits/1",
+                               monitor_names={"loss", "accuracy"}, has_validation=True)
+    model.fit(train, validation_data=val, epochs=20, callbacks=callbacks)
+
+Class names are looked up in `keras.callbacks` (or the Keras registry for a
+``package>Name``), their arguments checked against the class's signature.
+kerakit fills in what depends on the run: the file of each callback inside
+the run folder, and the monitor (`val_loss` when there is validation data,
+else `loss`). `BackupAndRestore` and `ModelCheckpoint` become kerakit's
+crash-safe versions (`kerakit.checkpoint`), same arguments. A monitor that
+cannot exist is an error before training, not a warning after it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from kerakit.callbacks_spec import PATH_KEYS, resolve_callbacks
+from kerakit.checkpoint import SafeBackupAndRestore, SafeModelCheckpoint
+from kerakit.errors import NOWHERE, Where, did_you_mean
+
+# Where each callback writes inside the run folder, unless the recipe says otherwise.
+DEFAULT_PATHS = {
+    "ModelCheckpoint": "best.keras",
+    "CSVLogger": "history.csv",
+    "BackupAndRestore": "backup",
+    "TensorBoard": "logs",
+}
+# Keras's callbacks replaced by kerakit's crash-safe versions (same arguments).
+SAFE_VERSIONS = {"ModelCheckpoint": SafeModelCheckpoint, "BackupAndRestore": SafeBackupAndRestore}
+# Values Keras logs besides the compiled loss and metrics.
+ALWAYS_LOGGED = {"loss", "learning_rate"}
+
+
+def keras_callback_names() -> list[str]:
+    """Names of the callback classes in `keras.callbacks`."""
+    return sorted(
+        name
+        for name, obj in vars(keras.callbacks).items()
+        if isinstance(obj, type)
+        and issubclass(obj, keras.callbacks.Callback)
+        and name not in ("Callback", "CallbackList", "History", "ProgbarLogger")
+    )
+
+
+def _callback_class(name: str, where: Where) -> type:
+    if ">" in name:  # a callback registered with keras.saving.register_keras_serializable
+        obj = keras.saving.get_registered_object(name)
+        if isinstance(obj, type) and issubclass(obj, keras.callbacks.Callback):
+            return obj
+        raise where.error(
+            f"no callback registered as {name!r}: register it with "
+            "@keras.saving.register_keras_serializable() and import it before training"
+        )
+    names = keras_callback_names()
+    if name not in names:
+        raise where.error(
+            f"unknown callback {name!r}{did_you_mean(name, names)}; "
+            f"Keras callbacks: {', '.join(names)}"
+        )
+    return SAFE_VERSIONS.get(name, getattr(keras.callbacks, name))
+
+
+def _check_arguments(cls: type, name: str, kwargs: dict, where: Where) -> None:
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    allowed = [p for p in params if p != "self"]
+    for key in kwargs:
+        if key not in allowed:
+            raise where.at(key).error(
+                f"{name} has no argument {key!r}{did_you_mean(key, allowed)}; "
+                f"its arguments: {', '.join(allowed)}"
+            )
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _run_path(value: Any, run_dir: Path, where: Where) -> Path:
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise where.error(f"expected a path inside the run folder, got {value!r}")
+    path = (run_dir / value).resolve()
+    if not _inside(path, run_dir.resolve()):
+        raise where.error(
+            f"{str(value)!r} points outside the run folder {run_dir}; give a path "
+            "relative to it, such as 'best.keras'"
+        )
+    return path
+
+
+def _check_monitor(
+    monitor: str, name: str, monitor_names: set[str] | None, has_validation: bool, where: Where
+) -> None:
+    base = monitor[4:] if monitor.startswith("val_") else monitor
+    if monitor.startswith("val_") and not has_validation:
+        raise where.error(
+            f"{name} monitors {monitor!r}, but this run has no validation data, so it is "
+            f"never logged; monitor {base!r} instead, or add validation data "
+            "(data.validation_split)"
+        )
+    if monitor_names is None:
+        return
+    known = set(monitor_names) | ALWAYS_LOGGED
+    if base in known or monitor in known:
+        return
+    choices = sorted(known | ({f"val_{n}" for n in known} if has_validation else set()))
+    raise where.error(
+        f"{name} monitors {monitor!r}, which is never logged{did_you_mean(monitor, choices)}; "
+        f"logged values: {', '.join(choices)} (add the metric to compile.metrics)"
+    )
+
+
+def make_callbacks(
+    spec: Any,
+    *,
+    run_dir: str | os.PathLike,
+    monitor_names: set[str] | None = None,
+    has_validation: bool,
+    where: Where = NOWHERE,
+    recipe: Any = None,
+) -> list[keras.callbacks.Callback]:
+    """Build the Keras callbacks of `train.callbacks` for one run folder.
+
+    Args:
+        spec: `train.callbacks` in any form `resolve_callbacks` accepts
+            (a bundle name, a list, a bundle with overrides, or the expanded list).
+        run_dir: the run folder; callback files go inside it
+            (`best.keras`, `history.csv` (appended to, for resume), `backup/`, `logs/`).
+        monitor_names: the names Keras will log for training (the loss and the
+            compiled metric names, without `val_`); a monitor outside them is an
+            error. None skips that check.
+        has_validation: whether `fit` gets validation data; decides the default
+            monitor (`val_loss` or `loss`) and rejects `val_*` monitors without it.
+        where: position of `train.callbacks` in the recipe, for error messages.
+        recipe: plain values stored with each backup; resuming with different
+            ones raises `ResumeError` (pass the parts that must not change).
+
+    Returns:
+        A list of `keras.callbacks.Callback`, the crash-safe backup last (it
+        stores the best-so-far values of the others after they update them).
+
+    Example:
+        >>> cbs = make_callbacks("minimal", run_dir="runs/x", has_validation=False)  # doctest: +SKIP
+    """
+    run_dir = Path(run_dir)
+    entries = resolve_callbacks(spec, where)
+    built: list[keras.callbacks.Callback] = []
+    backups: list[SafeBackupAndRestore] = []
+    checkpoints: list[tuple[Path, Where]] = []
+    backup_dirs: list[tuple[Path, Where]] = []
+    for i, entry in enumerate(entries):
+        ((name, kwargs),) = entry.items()
+        at = where.at(i, name)
+        cls = _callback_class(name, at)
+        kwargs = dict(kwargs)
+        _check_arguments(cls, name, kwargs, at)
+        key = PATH_KEYS.get(name)
+        if key is not None:
+            kwargs[key] = str(_run_path(kwargs.get(key, DEFAULT_PATHS[name]), run_dir, at.at(key)))
+        if name == "CSVLogger":
+            kwargs.setdefault("append", True)  # a resumed run continues its history
+        if name == "BackupAndRestore" and recipe is not None:
+            kwargs.setdefault("recipe", recipe)
+        if name == "TensorBoard" and importlib.util.find_spec("tensorboard") is None:
+            raise at.error(
+                "TensorBoard needs the tensorboard package, which tensorflow no longer "
+                "installs: pip install tensorboard (or kerakit[tensorboard])"
+            )
+        if "monitor" in inspect.signature(cls.__init__).parameters:
+            kwargs.setdefault("monitor", "val_loss" if has_validation else "loss")
+            _check_monitor(kwargs["monitor"], name, monitor_names, has_validation, at)
+        try:
+            callback = cls(**kwargs)
+        except (ValueError, TypeError) as e:
+            raise at.error(f"Keras refused the arguments of {name}: {e}") from None
+        if name == "ModelCheckpoint":
+            checkpoints.append((Path(kwargs["filepath"]), at))
+        if isinstance(callback, SafeBackupAndRestore):
+            backups.append(callback)
+            backup_dirs.append((callback.backup_dir.resolve(), at))
+        else:
+            built.append(callback)
+    for backup_dir, at in backup_dirs:
+        for checkpoint, _ in checkpoints:
+            if _inside(backup_dir, checkpoint) or _inside(checkpoint, backup_dir):
+                raise at.error(
+                    f"the backup folder {backup_dir} and the ModelCheckpoint file "
+                    f"{checkpoint} are inside one another: deleting the backup would delete "
+                    "the best model; keep them apart (the defaults: backup/ and best.keras)"
+                )
+    for backup in backups:
+        backup.track(built)
+    return [*built, *backups]

@@ -1,0 +1,319 @@
+"""Crash-safe checkpoints: `SafeBackupAndRestore` and `SafeModelCheckpoint`.
+
+Keras 3.15's `BackupAndRestore` writes its weights and its metadata in place:
+a `kill -9` at the wrong moment leaves a backup that cannot be restored
+(keras#20463), `TerminateOnNaN` makes it delete the backup or store NaN
+weights (keras#21771), and a resume forgets the best values of
+`ModelCheckpoint` and `EarlyStopping` (keras#17012). kerakit's versions:
+
+- write each backup as a new pair of files (`ckpt-000007.weights.h5`, the
+  weights and optimizer state, then `ckpt-000007.json`, which names the
+  weights file's size and SHA-256), each to a temporary name, fsynced and
+  renamed: a torn write never has a final name;
+- keep the previous good backup; on train begin restore the newest backup
+  that checks out, falling back to older ones;
+- never persist non-finite weights, and never delete a backup after a NaN;
+- store the best-so-far values of the callbacks they track and a hash of
+  the recipe, and refuse (`ResumeError`) to resume a changed recipe.
+
+    backup = SafeBackupAndRestore("runs/digits/1/backup", recipe=recipe_parts)
+    model.fit(x, y, epochs=10, callbacks=[..., backup])   # rerun after a kill: resumes
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from kerakit.errors import ResumeError
+from kerakit.saving import atomic_path, write_json
+
+_CKPT = re.compile(r"^ckpt-(\d{6,})\.json$")
+# Attributes that make a callback's "best so far" (restored on resume).
+_TRACKED_STATE = ("best", "wait", "best_epoch", "stopped_epoch", "cooldown_counter")
+
+
+def recipe_hash(recipe: Any) -> str:
+    """SHA-256 of a plain-value recipe (or a part of it), independent of key order."""
+    text = json.dumps(recipe, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def recipe_changes(old: Any, new: Any, path: str = "", limit: int = 5) -> list[str]:
+    """Key paths where two plain-value recipes differ ("model.sequential[2].Dense.units")."""
+    out: list[str] = []
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        for key in list(old) + [k for k in new if k not in old]:
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in new or key not in old:
+                out.append(sub)
+            else:
+                out.extend(recipe_changes(old[key], new[key], sub, limit))
+            if len(out) >= limit:
+                break
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new)):
+            out.extend(recipe_changes(a, b, f"{path}[{i}]", limit))
+    elif old != new:
+        out.append(path or "(whole recipe)")
+    return out[:limit]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_finite(model: Any) -> bool:
+    """True when every weight of `model` is finite (no NaN, no inf)."""
+    return all(np.isfinite(np.asarray(w)).all() for w in model.weights)
+
+
+class SafeBackupAndRestore(keras.callbacks.Callback):
+    """A crash-safe `keras.callbacks.BackupAndRestore`.
+
+    Backs up the weights and the optimizer state at the end of every epoch
+    (and every `save_freq` batches when it is a number) so that the same
+    `fit` call, rerun after a crash or a `kill -9`, continues from the last
+    finished epoch (a mid-epoch backup reruns its epoch from the start, as
+    Keras does) and ends with the same number of epochs.
+
+    Args:
+        backup_dir: folder of the backups (created when needed).
+        save_freq: "epoch" (default) or a positive number of batches.
+        delete_checkpoint: delete the backups after training ends normally
+            (default False: kerakit deletes nothing unless asked; never
+            after a NaN stop).
+        keep: how many good backups to keep (default 2: the newest and the
+            previous one).
+        recipe: the plain-value recipe (or the parts that must not change on
+            resume: model, compile, data); a resume with a different one
+            raises `ResumeError` naming what changed.
+        track: callbacks whose best-so-far values (`best`, `wait`, ...) are
+            stored and restored on resume (EarlyStopping, ModelCheckpoint,
+            ReduceLROnPlateau). `kerakit.make_callbacks` fills this in.
+        double_checkpoint: accepted for compatibility with Keras's class;
+            backups are always kept in pairs here.
+
+    Example:
+        >>> backup = SafeBackupAndRestore("runs/x/backup", save_freq=10)  # doctest: +SKIP
+        >>> model.fit(x, y, epochs=5, callbacks=[backup])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        backup_dir: str | os.PathLike,
+        save_freq: str | int = "epoch",
+        delete_checkpoint: bool = False,
+        keep: int = 2,
+        recipe: Any = None,
+        track: Iterable[keras.callbacks.Callback] = (),
+        double_checkpoint: bool = True,
+    ):
+        super().__init__()
+        if save_freq != "epoch" and (
+            isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 1
+        ):
+            raise ValueError(
+                f"save_freq must be 'epoch' or a positive number of batches, got {save_freq!r}"
+            )
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep!r}")
+        self.backup_dir = Path(backup_dir)
+        self.save_freq = save_freq
+        self.delete_checkpoint = delete_checkpoint
+        self.keep = keep
+        self.recipe = recipe
+        self.tracked = list(track)
+        self.restored: dict | None = None  # the metadata of the backup restored, if any
+        self.skipped_nonfinite = 0
+        self._epoch = 0
+        self._batches = 0
+        self._pending_state: list | None = None
+        self._stopped_on_nan = False
+
+    def track(self, callbacks: Iterable[keras.callbacks.Callback]) -> None:
+        """Also store and restore the best-so-far values of these callbacks."""
+        self.tracked.extend(cb for cb in callbacks if cb is not self)
+
+    # ------------------------------------------------------------------ restore
+    def backups(self) -> list[Path]:
+        """Metadata files of the stored backups, newest first."""
+        if not self.backup_dir.is_dir():
+            return []
+        found = [p for p in self.backup_dir.iterdir() if _CKPT.match(p.name)]
+        return sorted(found, key=lambda p: int(_CKPT.match(p.name).group(1)), reverse=True)
+
+    def _read(self, meta_path: Path) -> dict | None:
+        """The metadata of a backup whose weights file checks out, else None."""
+        try:
+            with open(meta_path, encoding="utf-8") as f:
+                meta = json.loads(f.read(1 << 22))
+            weights = self.backup_dir / meta["weights"]
+            if Path(meta["weights"]).name != meta["weights"]:
+                return None  # a name, never a path
+            if weights.stat().st_size != meta["size"] or _sha256(weights) != meta["sha256"]:
+                return None
+            int(meta["epoch"])
+            return meta
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def on_train_begin(self, logs=None):
+        self._stopped_on_nan = False
+        found = self.backups()
+        # New backups are numbered after every stored one, torn ones included.
+        self._seq = max((int(_CKPT.match(p.name).group(1)) for p in found), default=0)
+        for meta_path in found:
+            meta = self._read(meta_path)
+            if meta is None:
+                continue  # torn or corrupt: fall back to the previous backup
+            self._check_recipe(meta)
+            if self.model.optimizer is not None and not self.model.optimizer.built:
+                self.model.optimizer.build(self.model.trainable_variables)
+            try:
+                self.model.load_weights(self.backup_dir / meta["weights"])
+            except Exception:  # unreadable despite the checksum: try an older one
+                continue
+            self.restored = meta
+            self._epoch = int(meta["epoch"])
+            # Keras's own BackupAndRestore resumes this way: fit reads it after
+            # on_train_begin (keras/src/backend/tensorflow/trainer.py).
+            self.model._initial_epoch = self._epoch
+            self._pending_state = meta.get("callbacks") or []
+            return
+
+    def _check_recipe(self, meta: dict) -> None:
+        if self.recipe is None or meta.get("recipe_hash") is None:
+            return
+        if recipe_hash(self.recipe) == meta["recipe_hash"]:
+            return
+        changed = recipe_changes(meta.get("recipe"), self.recipe) if "recipe" in meta else []
+        what = f": changed {', '.join(changed)}" if changed else ""
+        raise ResumeError(
+            f"cannot resume from {self.backup_dir}: the recipe is not the one this backup "
+            f"was made with{what}. Undo the change, or start a new run (without --resume)."
+        )
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Restored here, not in on_train_begin: EarlyStopping resets its `best`
+        # in its own on_train_begin, which may run after ours.
+        if self._pending_state is not None:
+            for i, cb in enumerate(self.tracked):
+                stored = next((s for s in self._pending_state if s.get("index") == i), None)
+                if stored and stored.get("class") == type(cb).__name__:
+                    for key, value in stored.get("state", {}).items():
+                        setattr(cb, key, value)
+            self._pending_state = None
+        self._epoch = epoch
+        self._batches = 0
+
+    # ------------------------------------------------------------------ backup
+    def on_train_batch_end(self, batch, logs=None):
+        if self.save_freq == "epoch":
+            return
+        self._batches += 1
+        if self._batches % self.save_freq == 0:
+            self._save(self._epoch, batch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._save(epoch + 1, None, logs)
+
+    def _save(self, epoch: int, batch: int | None, logs: dict | None) -> None:
+        loss = (logs or {}).get("loss")
+        if (loss is not None and not np.isfinite(float(loss))) or not weights_finite(self.model):
+            self.skipped_nonfinite += 1
+            self._stopped_on_nan = True
+            return  # keep the last finite backup
+        self._seq += 1
+        name = f"ckpt-{self._seq:06d}"
+        weights = self.backup_dir / f"{name}.weights.h5"
+        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(weights) as tmp:
+            self.model.save_weights(tmp)
+        meta = {
+            "epoch": epoch,
+            "batch": batch,
+            "weights": weights.name,
+            "size": weights.stat().st_size,
+            "sha256": _sha256(weights),
+            "callbacks": [
+                {
+                    "index": i,
+                    "class": type(cb).__name__,
+                    "state": {k: _plain(getattr(cb, k)) for k in _TRACKED_STATE if hasattr(cb, k)},
+                }
+                for i, cb in enumerate(self.tracked)
+            ],
+        }
+        if self.recipe is not None:
+            meta["recipe_hash"] = recipe_hash(self.recipe)
+            meta["recipe"] = self.recipe
+        write_json(self.backup_dir / f"{name}.json", meta)  # last: it vouches for the weights
+        self._prune()
+
+    def _prune(self) -> None:
+        for meta_path in self.backups()[self.keep :]:
+            weights = meta_path.with_name(meta_path.name[: -len(".json")] + ".weights.h5")
+            with contextlib.suppress(OSError):
+                meta_path.unlink()  # metadata first: a half-pruned pair is never "valid"
+                weights.unlink()
+        for stray in self.backup_dir.glob(".tmp-*"):  # leftovers of a killed write
+            with contextlib.suppress(OSError):
+                stray.unlink()
+
+    def on_train_end(self, logs=None):
+        self.model._initial_epoch = None  # a later fit() starts from its own initial_epoch
+        nan_stop = self._stopped_on_nan or not weights_finite(self.model)
+        if self.delete_checkpoint and not nan_stop and self.backup_dir.is_dir():
+            for path in self.backup_dir.iterdir():
+                if _CKPT.match(path.name) or path.name.endswith(".weights.h5"):
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class SafeModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """`keras.callbacks.ModelCheckpoint` whose writes are atomic and never hold NaN.
+
+    Same arguments as Keras's class. Each save goes to a temporary file
+    beside the target, is fsynced and renamed over it, so a crash or a full
+    disk during a save keeps the previous best model. A model with
+    non-finite weights is never written.
+    """
+
+    def _save_model(self, epoch, batch, logs):
+        filepath = self._get_file_path(epoch, batch, logs)
+        if not self._should_save_model(epoch, batch, logs, filepath):
+            return
+        if not weights_finite(self.model):
+            return
+        with atomic_path(filepath) as tmp:
+            if self.save_weights_only:
+                self.model.save_weights(tmp, overwrite=True)
+            else:
+                self.model.save(tmp, overwrite=True)
+        if self.verbose > 0:
+            print(f"\nEpoch {epoch + 1}: saved model to {filepath}")
