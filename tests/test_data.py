@@ -181,7 +181,14 @@ def test_tfds_prepared_locally(tiny_tfds_dir):
     x, y = arrays(bundle.train)
     assert x.dtype == np.float32 and y.dtype == np.int32 and 0 <= x.min() and x.max() <= 1
     keyed = load_data(
-        {**section, "image_key": "image", "label_key": "label", "image_size": [4, 4]},
+        # prepared data needs no network even with download: true
+        {
+            **section,
+            "download": True,
+            "image_key": "image",
+            "label_key": "label",
+            "image_size": [4, 4],
+        },
         seed=0,
     )
     assert keyed.input_shape == (4, 4, 1)
