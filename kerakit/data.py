@@ -118,6 +118,8 @@ def prepare_inputs(x: Any, spec: Mapping, stats: Mapping | None = None, batched:
             mean = stats["mean"][key] if named else stats["mean"]
             std = stats["std"][key] if named else stats["std"]
             value = (value - np.asarray(mean, "float32")) / np.asarray(std, "float32")
+        if spec.get("flatten"):  # e.g. 28x28x1 images -> 784 inputs for an MLP
+            value = tf.reshape(value, [-1, int(np.prod(value.shape[1:]))] if batched else [-1])
         out[key] = value
     return out if named else out[""]
 

@@ -47,6 +47,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "image_size": None,
     "rescale": None,
     "normalize": False,
+    "flatten": False,
     "shuffle_buffer": "auto",
     "cache": "auto",
 }
@@ -173,6 +174,7 @@ def resolve_data(section: Mapping | str, where: Where = NOWHERE) -> dict:
             )
         out["image_size"] = list(size)
     out["normalize"] = check_bool(out["normalize"], w("normalize"))
+    out["flatten"] = check_bool(out["flatten"], w("flatten"))
     _resolve_rescale(section, out, kind, where)
     if out["shuffle_buffer"] != "auto":
         check_number(

@@ -225,7 +225,12 @@ def resolve(raw: Any, where: Where, *, default_name: str = "recipe") -> dict:
 
     from kerakit.data_spec import resolve_data
 
-    out["data"] = resolve_data(raw["data"], where.at("data"))
+    data = raw["data"]
+    model = raw["model"] if isinstance(raw["model"], Mapping) else {}
+    if "transfer" in model and isinstance(data, Mapping) and "rescale" not in data:
+        # the backbone's own preprocess_input is inside a transfer model: feed it raw 0-255 pixels
+        data = {**data, "rescale": None}
+    out["data"] = resolve_data(data, where.at("data"))
     if raw.get("augment") is not None:
         from kerakit.augment_spec import resolve_augment
 

