@@ -1,0 +1,332 @@
+"""Callback bundles, make_callbacks, and crash-safe backups (real TF, real kills)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from kerakit.callbacks_spec import BUNDLES, list_bundles, resolve_callbacks
+from kerakit.errors import RecipeError, ResumeError, Where
+
+# ---------------------------------------------------------------- spec (no TF)
+
+
+@pytest.mark.parametrize("name", list(BUNDLES))
+def test_every_bundle_resolves_and_round_trips_through_yaml(name):
+    spec = resolve_callbacks(name)
+    assert yaml.safe_load(yaml.safe_dump(spec)) == spec
+    assert resolve_callbacks(spec) == spec
+    assert [next(iter(e)) for e in spec] == [next(iter(e)) for e in BUNDLES[name][1]]
+
+
+def test_bundle_members_match_the_issue():
+    names = {b: [next(iter(e)) for e in resolve_callbacks(b)] for b in BUNDLES}
+    assert names["none"] == []
+    assert names["minimal"] == ["TerminateOnNaN", "CSVLogger"]
+    assert set(names["standard"]) == {
+        "EarlyStopping",
+        "ModelCheckpoint",
+        "ReduceLROnPlateau",
+        "CSVLogger",
+        "TerminateOnNaN",
+        "BackupAndRestore",
+    }
+    assert names["full"] == names["standard"] + ["TensorBoard"]
+    assert resolve_callbacks("standard")[0]["EarlyStopping"]["restore_best_weights"] is True
+    assert all(list_bundles()[b] for b in BUNDLES)
+
+
+def test_overrides_drop_and_add():
+    spec = resolve_callbacks(
+        {
+            "bundle": "standard",
+            "EarlyStopping": {"patience": 9},
+            "ReduceLROnPlateau": False,
+            "LearningRateScheduler": None,
+        }
+    )
+    names = [next(iter(e)) for e in spec]
+    assert "ReduceLROnPlateau" not in names and names[-1] == "LearningRateScheduler"
+    assert spec[0] == {"EarlyStopping": {"patience": 9, "restore_best_weights": True}}
+    assert resolve_callbacks(["TerminateOnNaN", {"EarlyStopping": {"patience": 2}}]) == [
+        {"TerminateOnNaN": {}},
+        {"EarlyStopping": {"patience": 2}},
+    ]
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        ("standrd", "did you mean 'standard'"),
+        ("EarlyStopping", "write it as a list"),
+        (3, "expected a bundle name"),
+        ({"bundel": "standard"}, "did you mean 'bundle'"),
+        ({"bundle": "minimal", "EarlyStopping": False}, "cannot drop 'EarlyStopping'"),
+        ([{"ModelCheckpoint": {"save_freq": False}}], "save_freq"),
+        ([{"ModelCheckpoint": {"save_freq": 0}}], "save_freq"),
+        ([{"BackupAndRestore": {"save_freq": -1}}], "save_freq"),
+        ([{"EarlyStopping": 5}], "must be a mapping"),
+        ([{"EarlyStopping": {"monitor": 3}}], "monitor must be"),
+        ([{"a": 1, "b": 2}], "one class name"),
+    ],
+)
+def test_bad_specs_say_where_and_what(value, text):
+    where = Where("r.yaml", {("train", "callbacks"): (7, 3)}, ("train", "callbacks"))
+    with pytest.raises(RecipeError, match=text) as err:
+        resolve_callbacks(value, where)
+    assert "r.yaml:7:3" in str(err.value) and "train.callbacks" in str(err.value)
+
+
+def test_spec_module_imports_no_tensorflow():
+    code = "import sys, kerakit.callbacks_spec; assert 'tensorflow' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------- make_callbacks
+
+
+def test_standard_bundle_fills_run_folder_paths(tmp_path):
+    import keras
+
+    from kerakit.callbacks import make_callbacks
+    from kerakit.checkpoint import SafeBackupAndRestore, SafeModelCheckpoint
+
+    cbs = make_callbacks(
+        "full", run_dir=tmp_path, monitor_names={"loss", "accuracy"}, has_validation=True
+    )
+    by = {type(c).__name__: c for c in cbs}
+    assert isinstance(cbs[-1], SafeBackupAndRestore)
+    assert cbs[-1].backup_dir == (tmp_path / "backup").resolve()
+    assert isinstance(by["SafeModelCheckpoint"], SafeModelCheckpoint)
+    assert by["SafeModelCheckpoint"].filepath == str((tmp_path / "best.keras").resolve())
+    assert by["SafeModelCheckpoint"].monitor == "val_loss"
+    assert by["CSVLogger"].filename == str((tmp_path / "history.csv").resolve())
+    assert by["CSVLogger"].append is True
+    assert isinstance(by["TensorBoard"], keras.callbacks.TensorBoard)
+    assert by["EarlyStopping"].restore_best_weights is True
+    assert by["SafeModelCheckpoint"] in cbs[-1].tracked
+
+    no_val = make_callbacks("standard", run_dir=tmp_path, has_validation=False)
+    assert {getattr(c, "monitor", "loss") for c in no_val} == {"loss"}
+
+
+@pytest.mark.parametrize(
+    "spec, text",
+    [
+        ([{"EarlyStoping": {}}], "did you mean 'EarlyStopping'"),
+        ([{"EarlyStopping": {"patients": 3}}], "did you mean 'patience'"),
+        ([{"EarlyStopping": {"monitor": "val_loss"}}], "no validation data"),
+        ([{"EarlyStopping": {"monitor": "acuracy"}}], "did you mean 'accuracy'"),
+        ([{"CSVLogger": {"filename": "../../escape.csv"}}], "outside the run folder"),
+        (
+            [
+                {"ModelCheckpoint": {"filepath": "ck/best.keras"}},
+                {"BackupAndRestore": {"backup_dir": "ck"}},
+            ],
+            "inside one another",
+        ),
+        ([{"ReduceLROnPlateau": {"factor": 2.0}}], "Keras refused"),
+    ],
+)
+def test_bad_callbacks_are_caught_before_training(tmp_path, spec, text):
+    from kerakit.callbacks import make_callbacks
+
+    where = Where(path=("train", "callbacks"))
+    with pytest.raises(RecipeError, match=text) as err:
+        make_callbacks(
+            spec,
+            run_dir=tmp_path,
+            monitor_names={"loss", "accuracy"},
+            has_validation=False,
+            where=where,
+        )
+    assert "train.callbacks[" in str(err.value)
+
+
+def _tiny():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(8, "relu"), keras.layers.Dense(1)]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    return model, x, x.sum(axis=1, keepdims=True)
+
+
+def test_resume_restores_best_values_and_refuses_a_changed_recipe(tmp_path):
+    from kerakit.callbacks import make_callbacks
+
+    model, x, y = _tiny()
+    spec = [{"ModelCheckpoint": {"save_best_only": True}}, {"BackupAndRestore": {}}]
+    cbs = make_callbacks(spec, run_dir=tmp_path, has_validation=False, recipe={"units": 8})
+    model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=cbs)
+    best = cbs[0].best
+    assert np.isfinite(best)
+
+    model2, _, _ = _tiny()
+    cbs2 = make_callbacks(spec, run_dir=tmp_path, has_validation=False, recipe={"units": 8})
+    hist = model2.fit(x, y, epochs=4, batch_size=16, verbose=0, callbacks=cbs2)
+    assert hist.epoch == [3]  # resumed after the 3 finished epochs
+    assert cbs2[-1].restored["epoch"] == 3
+    assert cbs2[0].best <= best  # best-so-far survived the restart
+
+    model3, _, _ = _tiny()
+    cbs3 = make_callbacks(spec, run_dir=tmp_path, has_validation=False, recipe={"units": 16})
+    with pytest.raises(ResumeError, match="changed units"):
+        model3.fit(x, y, epochs=5, batch_size=16, verbose=0, callbacks=cbs3)
+
+
+def test_torn_newest_backup_falls_back_to_the_previous_one(tmp_path):
+    from kerakit.checkpoint import SafeBackupAndRestore
+
+    model, x, y = _tiny()
+    backup = SafeBackupAndRestore(tmp_path / "b")
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[backup])
+    newest = backup.backups()[0]
+    weights = newest.with_name(newest.name.replace(".json", ".weights.h5"))
+    weights.write_bytes(weights.read_bytes()[:100])  # torn write
+    model2, _, _ = _tiny()
+    again = SafeBackupAndRestore(tmp_path / "b")
+    hist = model2.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[again])
+    assert again.restored["epoch"] == 1 and hist.epoch == [1, 2]
+
+    newest = again.backups()[0]
+    newest.write_text("{not json")  # torn metadata
+    third = SafeBackupAndRestore(tmp_path / "b")
+    model3, _, _ = _tiny()
+    model3.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[third])
+    assert third.restored is not None and third.restored["epoch"] == 2
+
+
+def test_nan_never_reaches_a_backup_and_nothing_is_deleted(tmp_path):
+    import keras
+
+    from kerakit.checkpoint import SafeBackupAndRestore
+
+    model, x, y = _tiny()
+    clean = SafeBackupAndRestore(tmp_path / "b", delete_checkpoint=True)
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[clean])
+    assert not list((tmp_path / "b").glob("ckpt-*"))  # asked to delete after a clean end
+
+    model.fit(
+        x, y, epochs=1, batch_size=16, verbose=0, callbacks=[SafeBackupAndRestore(tmp_path / "c")]
+    )
+    y_bad = y.copy()
+    y_bad[5] = np.nan
+    backup = SafeBackupAndRestore(tmp_path / "c", delete_checkpoint=True, save_freq=1)
+    model.fit(
+        x,
+        y_bad,
+        epochs=3,
+        batch_size=16,
+        verbose=0,
+        callbacks=[keras.callbacks.TerminateOnNaN(), backup],
+    )
+    assert backup.skipped_nonfinite >= 1
+    files = list((tmp_path / "c").glob("*.weights.h5"))
+    assert files  # kept after the NaN stop, although delete_checkpoint=True
+    fresh, _, _ = _tiny()
+    for f in files:
+        fresh.load_weights(f)
+        assert all(np.isfinite(np.asarray(w)).all() for w in fresh.weights)
+
+
+# ---------------------------------------------------------------- kill -9 and resume
+
+TRAIN_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import numpy as np, keras
+    from kerakit.callbacks import make_callbacks
+    run_dir, epochs, freq = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, "relu"), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(128, 4)).astype("float32"); y = x.sum(axis=1, keepdims=True)
+    freq = freq if freq == "epoch" else int(freq)
+    spec = [{"CSVLogger": {}}, {"BackupAndRestore": {"save_freq": freq}}]
+    cbs = make_callbacks(spec, run_dir=run_dir, has_validation=False, recipe={"k": 1})
+    print("READY", flush=True)
+    h = model.fit(x, y, epochs=epochs, batch_size=8, verbose=0, callbacks=cbs)
+    restored = cbs[-1].restored["epoch"] if cbs[-1].restored else 0
+    with open(os.path.join(run_dir, "done.json"), "w") as f:
+        json.dump({"epochs_run": h.epoch, "restored_epoch": restored,
+                   "optimizer_iterations": int(model.optimizer.iterations)}, f)
+    """
+)
+
+
+def _kill_and_resume(tmp_path: Path, kills: int, seed: int) -> dict:
+    """Kill one training run with SIGKILL `kills` times at random moments, rerunning it
+    after each kill; then let it finish. Each kill checks that every persisted backup
+    is whole and loadable."""
+    from kerakit.checkpoint import SafeBackupAndRestore
+
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN_SCRIPT)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
+    rnd = random.Random(seed)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    epochs = 3 + kills  # enough that the kills land before the end
+    args = [sys.executable, str(script), str(run_dir), str(epochs), "1"]  # backup every batch
+    resumable = 0
+    for _ in range(kills):
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        assert proc.stdout.readline().strip() == b"READY"
+        time.sleep(rnd.uniform(0.3, 2.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        backup = SafeBackupAndRestore(run_dir / "backup")
+        stored = backup.backups()
+        assert all(backup._read(m) is not None for m in stored)  # no corrupt file persisted
+        if stored:
+            model, _, _ = _tiny_for_script()
+            model.load_weights(run_dir / "backup" / backup._read(stored[0])["weights"])
+            resumable += 1
+    done = subprocess.run(args, capture_output=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    info = json.loads((run_dir / "done.json").read_text())
+    # the rerun continues where the backup left off and ends with the asked epochs
+    assert info["epochs_run"] == list(range(info["restored_epoch"], epochs))
+    assert info["optimizer_iterations"] >= epochs * 16  # optimizer state came back too
+    return {"kills": kills, "resumable": resumable, **info}
+
+
+def _tiny_for_script():
+    import keras
+
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(8, "relu"), keras.layers.Dense(1)]
+    )
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    return model, None, None
+
+
+def test_kill_9_then_rerun_resumes(tmp_path):
+    result = _kill_and_resume(tmp_path, kills=3, seed=1)
+    assert result["restored_epoch"] > 0
+
+
+@pytest.mark.slow
+def test_kill_9_at_20_random_moments_always_resumes(tmp_path):
+    result = _kill_and_resume(tmp_path, kills=20, seed=2)
+    print(f"kill -9 trials: {result['kills']}, backups loadable after: {result['resumable']}")
+    assert result["resumable"] >= 19 and result["restored_epoch"] > 0
