@@ -298,9 +298,11 @@ def _saveable_class(obj: Any) -> bool:
 
 def _find_class(name: str) -> bool:
     import keras
+    from keras.src.models import functional
 
     for mod in (
         keras,
+        functional,
         keras.layers,
         keras.models,
         keras.optimizers,
