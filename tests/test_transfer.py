@@ -388,6 +388,8 @@ def test_saved_model_reloads_in_a_fresh_process_without_custom_objects(tmp_path)
         x = np.load({str(tmp_path / "x.npy")!r}); y = np.load({str(tmp_path / "y.npy")!r})
         np.testing.assert_allclose(model.predict(x, verbose=0), y, rtol=1e-5, atol=1e-6)
         assert model.get_layer("backbone").trainable is False
+        node = next(l for l in model.get_config()["layers"] if l["name"] == "backbone")
+        assert node["inbound_nodes"][0]["kwargs"]["training"] is False
         print("same")
         """
     )
