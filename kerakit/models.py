@@ -215,32 +215,17 @@ def build_model(
 
 
 def _build_transfer(section: Mapping, recipe, num_classes, where: Where, name) -> keras.Model:
-    from kerakit.transfer import transfer_model
+    from kerakit.transfer import build_transfer
 
-    head = dict(section.get("head") or {})
-    classes = head.pop("classes", None) or num_classes
-    if classes is None and recipe is not None:
+    spec = dict(section)
+    head = dict(spec.get("head") or {})
+    if head.get("classes") is None:
+        head["classes"] = num_classes
+    if head["classes"] is None and recipe is not None:
         from kerakit.data import load_data
 
-        classes = load_data(recipe["data"], base_dir=recipe.base_dir, seed=recipe["seed"], where=recipe.where.at("data")).num_classes
-    if classes is None:
-        raise where.at("head", "classes").error("say how many classes the head predicts: model.transfer.head.classes")
-    activation = head.pop("activation", None)
-    if activation is None and recipe is not None:
-        preset = recipe["compile"].get("preset")
-        if preset in ("binary", "multilabel"):
-            activation = "sigmoid"
-    weights = section.get("weights", "imagenet")
-    if recipe is not None and isinstance(weights, str) and weights not in ("imagenet", "none"):
-        import os
-
-        weights = os.path.join(recipe.base_dir, weights)
-    return transfer_model(
-        section["backbone"],
-        classes=classes,
-        input_shape=tuple(section["input_shape"]),
-        weights=weights,
-        head=head,
-        activation=activation,
-        where=where,
-    )
+        head["classes"] = load_data(recipe["data"], base_dir=recipe.base_dir, seed=recipe["seed"],
+                                    where=recipe.where.at("data")).num_classes  # fmt: skip
+    spec["head"] = head
+    preset = recipe["compile"].get("preset") if recipe is not None else None
+    return build_transfer(spec, preset=None if preset in (None, "auto") else preset, where=where)

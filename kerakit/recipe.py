@@ -237,14 +237,14 @@ def resolve(raw: Any, where: Where, *, default_name: str = "recipe") -> dict:
         out["augment"] = resolve_augment(raw["augment"], where.at("augment"), seed=seed)
     else:
         out["augment"] = None
-    out["model"] = resolve_model(raw["model"], where.at("model"))
+    out["model"] = resolve_model(raw["model"], where.at("model"), image_size=out["data"].get("image_size"))
     out["compile"] = resolve_compile_section(raw.get("compile") or {}, where.at("compile"))
     out["train"] = resolve_train(raw.get("train") or {}, where.at("train"))
     out["output"] = resolve_output(raw.get("output") or {}, where.at("output"))
     return out
 
 
-def resolve_model(section: Any, where: Where) -> dict:
+def resolve_model(section: Any, where: Where, *, image_size=None) -> dict:
     S.check_mapping(section, where, "a mapping with one of sequential:, functional:, transfer:")
     S.check_keys(section, ["input_shape", "name", *MODEL_KINDS], where, section="model")
     kinds = [k for k in MODEL_KINDS if k in section]
@@ -268,7 +268,7 @@ def resolve_model(section: Any, where: Where) -> dict:
     else:
         from kerakit.transfer_spec import resolve_transfer
 
-        out["transfer"] = resolve_transfer(section["transfer"], where.at("transfer"))
+        out["transfer"] = resolve_transfer(section["transfer"], where.at("transfer"), image_size=image_size)
     return out
 
 

@@ -183,9 +183,9 @@ def check(recipe: Recipe | str | Mapping, *, overrides=None, print_fn=print) -> 
     for note in notes:
         print_fn(note)
     if "transfer" in recipe["model"]:
-        from kerakit.transfer import stage_report
+        from kerakit.transfer import format_stage_report, stage_report
 
-        print_fn(stage_report(model, recipe["model"]["transfer"]))
+        print_fn(format_stage_report(stage_report(model, recipe["model"]["transfer"].get("fine_tune"))))
     print_fn(f"recipe OK: {recipe.file or recipe.name}")
     return model
 
@@ -413,9 +413,14 @@ def _augment_fn(recipe: Recipe):
 
 
 def _monitor_names(model, ds) -> set[str]:
-    """The names Keras will log, found by evaluating one batch (so monitors can be checked before fit)."""
-    names = set(model.evaluate(ds.take(1), verbose=0, return_dict=True))
-    return names | {f"val_{n}" for n in names}
+    """The loss and metric names Keras will log (without "val_"), found by evaluating one batch,
+    so that monitors that cannot exist are caught before training."""
+    return set(model.evaluate(ds.take(1), verbose=0, return_dict=True))
+
+
+def _resume_parts(recipe: Recipe) -> dict:
+    """What a backup must agree with to be resumed (not epochs: `--epochs` may grow a run)."""
+    return {k: recipe[k] for k in ("data", "augment", "model", "compile")}
 
 
 def _class_weight(recipe: Recipe, bundle) -> dict | None:
@@ -429,17 +434,28 @@ def _class_weight(recipe: Recipe, bundle) -> dict | None:
     return {i: len(y) / (len(counts) * c) for i, c in enumerate(counts) if c}
 
 
-def _fit(recipe: Recipe, model, bundle, path: Path, strategy, *, verbose=None, print_fn=print) -> dict:
+def _callbacks(recipe: Recipe, model, path: Path, train_ds, val_ds, *, first=(), spec: list | None = None) -> list:
     from kerakit.callbacks import make_callbacks
 
-    train_ds, val_ds, _ = _pipelines(recipe, bundle, augment_fn=_augment_fn(recipe))
     names = _monitor_names(model, val_ds if val_ds is not None else train_ds)
-    callbacks = make_callbacks(recipe["train"]["callbacks"], run_dir=path, monitor_names=names,
-                               has_validation=val_ds is not None, where=recipe.where.at("train", "callbacks"))  # fmt: skip
+    callbacks = make_callbacks(spec if spec is not None else recipe["train"]["callbacks"], run_dir=path,
+                               monitor_names=names, has_validation=val_ds is not None,
+                               where=recipe.where.at("train", "callbacks"), recipe=_resume_parts(recipe))  # fmt: skip
+    return [*first, *callbacks]  # `first` run before CSVLogger sees the logs
+
+
+def _fit(recipe: Recipe, model, bundle, path: Path, strategy, *, verbose=None, print_fn=print) -> dict:
+    train_ds, val_ds, _ = _pipelines(recipe, bundle, augment_fn=_augment_fn(recipe))
     if verbose is None:
         verbose = recipe["train"]["verbose"]
-    hist = model.fit(train_ds, validation_data=val_ds, epochs=recipe["train"]["epochs"], callbacks=callbacks,
-                     verbose=verbose, class_weight=_class_weight(recipe, bundle), shuffle=False)  # fmt: skip
+    fit = dict(validation_data=val_ds, verbose=verbose, class_weight=_class_weight(recipe, bundle), shuffle=False)
+    if "transfer" in recipe["model"]:
+        from kerakit.transfer_run import fit_transfer
+
+        return _history(path, fit_transfer(recipe, model, path, train_ds, val_ds, fit, make=_callbacks,
+                                           print_fn=print_fn))  # fmt: skip
+    callbacks = _callbacks(recipe, model, path, train_ds, val_ds)
+    hist = model.fit(train_ds, epochs=recipe["train"]["epochs"], callbacks=callbacks, **fit)
     return _history(path, hist.history)
 
 

