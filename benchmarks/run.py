@@ -36,45 +36,16 @@ sys.path.insert(0, str(HERE))
 import startup  # noqa: E402
 import train_speed  # noqa: E402
 
+# samples per epoch (MLP, CNN), epochs, interleaved rounds, matmul size and seconds,
+# start-up repeats, whole-process repeats, every config?, steps_per_execution sweep
 MODES = {
-    # samples per epoch (MLP, CNN), epochs, interleaved rounds, ...
-    "smoke": dict(
-        mlp=512,
-        cnn=256,
-        epochs=2,
-        rounds=1,
-        peak_n=256,
-        peak_s=0.2,
-        imports=1,
-        process=0,
-        configs=False,
-        sweep=(),
-    ),  # fmt: skip
-    "quick": dict(
-        mlp=51_200,
-        cnn=12_800,
-        epochs=4,
-        rounds=3,
-        peak_n=2048,
-        peak_s=2.0,
-        imports=3,
-        process=1,
-        configs=False,
-        sweep=(),
-    ),  # fmt: skip
-    "full": dict(
-        mlp=102_400,
-        cnn=25_600,
-        epochs=5,
-        rounds=5,
-        peak_n=2048,
-        peak_s=4.0,
-        imports=5,
-        process=3,
-        configs=True,
-        sweep=(1, 8, 32, 128),
-    ),  # fmt: skip
-}
+    "smoke": {"mlp": 512, "cnn": 256, "epochs": 2, "rounds": 1, "peak_n": 256, "peak_s": 0.2,
+              "imports": 1, "process": 0, "configs": False, "sweep": ()},
+    "quick": {"mlp": 51_200, "cnn": 12_800, "epochs": 4, "rounds": 3, "peak_n": 2048, "peak_s": 2.0,
+              "imports": 3, "process": 1, "configs": False, "sweep": ()},
+    "full": {"mlp": 76_800, "cnn": 19_200, "epochs": 4, "rounds": 5, "peak_n": 2048, "peak_s": 4.0,
+             "imports": 5, "process": 2, "configs": True, "sweep": (1, 8, 32, 128)},
+}  # fmt: skip
 
 
 def machine() -> dict:
@@ -181,7 +152,7 @@ def sweep(mode: dict, results: dict) -> None:
     out = {}
     for kind in ("mlp", "cnn"):
         out[kind] = train_speed.sweep_steps_per_execution(
-            kind, mode["sweep"], samples=mode[kind], epochs=mode["epochs"], rounds=3
+            kind, mode["sweep"], samples=mode[kind], epochs=mode["epochs"], rounds=2
         )
     results["steps_per_execution"] = {k: {str(s): v for s, v in d.items()} for k, d in out.items()}
     print(table(

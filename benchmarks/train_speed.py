@@ -161,7 +161,9 @@ def run_hand(model, x, y, *, batch_size: int, epochs: int, compile_kw: dict | No
     return clock.steady()
 
 
-def run_kerakit(recipe, x, y, *, epochs: int, overrides: list[str] | None = None) -> tuple:
+def run_kerakit(
+    recipe, x, y, *, epochs: int, overrides: list[str] | None = None, validation_data=None
+) -> tuple:
     """`kk.train(recipe, x=x, y=y)` with every split trained on; returns (seconds/epoch, Run).
 
     Validation and test splits are set to 0 so both sides train on the same samples
@@ -169,6 +171,8 @@ def run_kerakit(recipe, x, y, *, epochs: int, overrides: list[str] | None = None
     """
     import kerakit as kk
 
+    if not isinstance(recipe, dict):
+        recipe = str(recipe)
     clock = epoch_clock()
     with tempfile.TemporaryDirectory() as out, _clock_in_kerakit(clock):
         sets = [
@@ -178,7 +182,8 @@ def run_kerakit(recipe, x, y, *, epochs: int, overrides: list[str] | None = None
             *(overrides or []),
         ]
         run = kk.train(
-            str(recipe), x=x, y=y, epochs=epochs, overrides=sets, new=True, verbose=0,
+            recipe, x=x, y=y, validation_data=validation_data, epochs=epochs,
+            overrides=sets, new=True, verbose=0,
             print_fn=lambda *a, **k: None,
         )  # fmt: skip
     return clock.steady(), run
@@ -263,7 +268,9 @@ def _numpy_split(ds):
     )
 
 
-def compare_config(path: Path, *, epochs: int, rounds: int, min_samples: int = 8192) -> dict:
+def compare_config(
+    path: Path, *, epochs: int, rounds: int, min_samples: int = 8192, extra: dict | None = None
+) -> dict:
     """One shipped config at its own batch size: kk.train vs plain fit of the same model.
 
     The hand-written side is kerakit's built model (tests/test_models.py pins it
@@ -274,6 +281,7 @@ def compare_config(path: Path, *, epochs: int, rounds: int, min_samples: int = 8
     import numpy as np
     import tensorflow as tf
 
+    from kerakit._yaml import load_yaml
     from kerakit.compile import apply_compile
     from kerakit.data import load_data
     from kerakit.recipe import load_recipe
@@ -282,16 +290,18 @@ def compare_config(path: Path, *, epochs: int, rounds: int, min_samples: int = 8
     recipe = load_recipe(path)
     bundle = load_data(recipe["data"], base_dir=recipe.base_dir, seed=recipe["seed"])
     x, y = _numpy_split(bundle.train)
+    # both sides validate on the same split (some configs monitor val_* metrics)
+    val = _numpy_split(bundle.val) if bundle.val is not None else None
     n = len(tf.nest.flatten(y)[0])
     idx = np.resize(np.arange(n), max(n, min_samples))
     x, y = (tf.nest.map_structure(lambda a: a[idx], part) for part in (x, y))
     samples = len(idx)
     batch = recipe["data"]["batch_size"]
-    # preprocessing kk.train would do on the arrays source (rescale, flatten) is already
-    # applied in bundle.train, so tell it to do nothing more
-    sets = ["data.rescale=null"] if "rescale" in recipe["data"] else []
-    if recipe["data"].get("flatten"):
-        sets.append("data.flatten=false")
+    # kk.train on the same prepared arrays: the recipe as written, its data section
+    # swapped for an arrays source (bundle.train is already rescaled / flattened)
+    raw, _ = load_yaml(path.read_bytes(), str(path))
+    raw["data"] = {"source": "arrays", "batch_size": batch}
+    sets = [f"{k}={v}" for k, v in extra.items()] if extra else []
     times = {"kerakit": [], "hand": []}
     for r in range(rounds):
         for side in ("hand", "kerakit") if r % 2 == 0 else ("kerakit", "hand"):
@@ -301,19 +311,20 @@ def compare_config(path: Path, *, epochs: int, rounds: int, min_samples: int = 8
                 plain = {k: v for k, v in section.items() if k in ("optimizer", "loss", "metrics")}
                 plain.update(steps_per_execution=1, jit_compile=False, preset=section["preset"])
                 apply_compile(model, plain)  # what model.compile(optimizer, loss, metrics) does
-                t = run_hand_compiled(model, x, y, batch_size=batch, epochs=epochs)
+                t = run_hand_compiled(model, x, y, batch_size=batch, epochs=epochs, val=val)
             else:
-                t, _ = run_kerakit(path, x, y, epochs=epochs, overrides=sets)
+                t, _ = run_kerakit(raw, x, y, epochs=epochs, overrides=sets, validation_data=val)
             times[side].append(samples / t)
     k, h = statistics.median(times["kerakit"]), statistics.median(times["hand"])
     return {"config": path.name, "batch": batch, "samples": samples, "hand_sps": h,
             "kerakit_sps": k, "ratio": k / h, "runs": times}  # fmt: skip
 
 
-def run_hand_compiled(model, x, y, *, batch_size: int, epochs: int) -> float:
+def run_hand_compiled(model, x, y, *, batch_size: int, epochs: int, val=None) -> float:
     """`model.fit(x, y)` of an already compiled model; steady-state seconds per epoch."""
     clock = epoch_clock()
-    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[clock])
+    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[clock],
+              validation_data=val)  # fmt: skip
     return clock.steady()
 
 
