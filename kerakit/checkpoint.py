@@ -171,6 +171,14 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
+    def newest_epoch(self) -> int | None:
+        """The epoch the next `fit` will resume at (from the newest valid backup), or None."""
+        for meta_path in self.backups():
+            meta = self._read(meta_path)
+            if meta is not None:
+                return int(meta["epoch"])
+        return None
+
     def on_train_begin(self, logs=None):
         self._stopped_on_nan = False
         found = self.backups()
@@ -317,3 +325,69 @@ class SafeModelCheckpoint(keras.callbacks.ModelCheckpoint):
                 self.model.save(tmp, overwrite=True)
         if self.verbose > 0:
             print(f"\nEpoch {epoch + 1}: saved model to {filepath}")
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """On SIGINT or SIGTERM, write a resumable backup at the end of the current batch, then stop.
+
+    Keras has no signal handling: a `kill` (SIGTERM, as a scheduler sends it) loses the
+    epoch in progress, and Ctrl-C (SIGINT) interrupts wherever it lands. With this
+    callback the first signal is noted, the next batch end writes a backup through
+    `backup` and raises `TrainingInterrupted`; a second signal interrupts at once.
+    Handlers are installed only in the main thread and restored when training ends.
+
+    Args:
+        backup: the run's `SafeBackupAndRestore` (None: stop without a backup).
+        resume_hint: what to tell the user (how to resume).
+    """
+
+    def __init__(self, backup: SafeBackupAndRestore | None, resume_hint: str = ""):
+        super().__init__()
+        self.backup = backup
+        self.resume_hint = resume_hint
+        self.received: int | None = None
+        self._previous: dict = {}
+
+    def _handler(self, signum, frame):
+        if self.received is not None:  # a second signal: do not wait for the batch
+            self._restore()
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def _restore(self) -> None:
+        import signal
+
+        for signum, previous in self._previous.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(signum, previous)
+        self._previous = {}
+
+    def on_train_begin(self, logs=None):
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError, OSError):
+                self._previous[signum] = signal.signal(signum, self._handler)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.received is None:
+            return
+        import signal
+
+        from kerakit.errors import TrainingInterrupted
+
+        self._restore()
+        saved = ""
+        if self.backup is not None:
+            self.backup._save(self.backup._epoch, batch, logs)
+            saved = f"; a backup was written to {self.backup.backup_dir}"
+        self.model.stop_training = True
+        name = signal.Signals(self.received).name
+        raise TrainingInterrupted(f"stopped by {name} during epoch {self.backup._epoch + 1 if self.backup else '?'}"
+                                  f"{saved}. {self.resume_hint}".strip(), self.received)  # fmt: skip
+
+    def on_train_end(self, logs=None):
+        self._restore()

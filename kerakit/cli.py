@@ -19,7 +19,7 @@ import sys
 import traceback
 
 from kerakit import __version__
-from kerakit.errors import KerakitError
+from kerakit.errors import KerakitError, TrainingInterrupted
 
 
 class _Parser(argparse.ArgumentParser):
@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         return int(_dispatch(args, argv) or 0)
+    except TrainingInterrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     except KerakitError as exc:
         if args.debug:
             traceback.print_exc()

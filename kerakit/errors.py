@@ -147,3 +147,11 @@ def where_of(obj: Any, *keys) -> Where:
     if isinstance(base, Where):
         return base.at(*keys)
     return Where(path=keys)
+
+
+class TrainingInterrupted(KerakitError, RuntimeError):
+    """Training was stopped by SIGINT/SIGTERM after a resumable backup was written."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum

@@ -434,14 +434,24 @@ def _class_weight(recipe: Recipe, bundle) -> dict | None:
     return {i: len(y) / (len(counts) * c) for i, c in enumerate(counts) if c}
 
 
-def _callbacks(recipe: Recipe, model, path: Path, train_ds, val_ds, *, first=(), spec: list | None = None) -> list:
+def _callbacks(recipe: Recipe, model, path: Path, train_ds, val_ds, *, first=(), spec: list | None = None,
+               start_epoch: int = 0) -> list:  # fmt: skip
     from kerakit.callbacks import make_callbacks
 
     names = _monitor_names(model, val_ds if val_ds is not None else train_ds)
     callbacks = make_callbacks(spec if spec is not None else recipe["train"]["callbacks"], run_dir=path,
                                monitor_names=names, has_validation=val_ds is not None,
                                where=recipe.where.at("train", "callbacks"), recipe=_resume_parts(recipe))  # fmt: skip
-    return [*first, *callbacks]  # `first` run before CSVLogger sees the logs
+    from kerakit.checkpoint import SafeBackupAndRestore, StopOnSignal
+
+    backup = next((c for c in callbacks if isinstance(c, SafeBackupAndRestore)), None)
+    resume_at = backup.newest_epoch() if backup is not None else None
+    # An epoch logged after its backup was written (a kill in between) is run again:
+    # drop its row now, before CSVLogger reopens the file to append.
+    _trim_history(path / "history.csv", start_epoch if resume_at is None else resume_at)
+    hint = f"Resume with the same `kerakit train` command, or --resume {path}."
+    # `first` run before CSVLogger sees the logs; the signal stop runs after the backup.
+    return [*first, *callbacks, StopOnSignal(backup, hint)]
 
 
 def _fit(recipe: Recipe, model, bundle, path: Path, strategy, *, verbose=None, print_fn=print) -> dict:
@@ -457,6 +467,19 @@ def _fit(recipe: Recipe, model, bundle, path: Path, strategy, *, verbose=None, p
     callbacks = _callbacks(recipe, model, path, train_ds, val_ds)
     hist = model.fit(train_ds, epochs=recipe["train"]["epochs"], callbacks=callbacks, **fit)
     return _history(path, hist.history)
+
+
+def _trim_history(csv_path: Path, keep_below: int) -> None:
+    if not csv_path.is_file():
+        return
+    lines = csv_path.read_text().splitlines()
+    if not lines:
+        return
+    kept = [lines[0]] + [line for line in lines[1:] if line.split(",", 1)[0].isdigit() and int(line.split(",", 1)[0]) < keep_below]
+    if len(kept) != len(lines):
+        from kerakit.saving import write_text
+
+        write_text(csv_path, "\n".join(kept) + "\n")
 
 
 def _history(path: Path, fallback: dict) -> dict:

@@ -139,7 +139,7 @@ def fit_transfer(recipe, model: keras.Model, path: Path, train_ds, val_ds, fit: 
         f"stage 2: fine-tuning {trainable:,} parameters at learning rate {fine['learning_rate']}"
     )
     callbacks = make(recipe, model, path, train_ds, val_ds, first=[StageColumn(2)],
-                     spec=_stage2_callbacks_spec(recipe["train"]["callbacks"]))  # fmt: skip
+                     spec=_stage2_callbacks_spec(recipe["train"]["callbacks"]), start_epoch=done1)  # fmt: skip
     hist = model.fit(
         train_ds, initial_epoch=done1, epochs=done1 + fine["epochs"], callbacks=callbacks, **fit
     )

@@ -206,3 +206,68 @@ def test_main_job_as_a_real_subprocess(tmp_path):
     assert "run folder:" in proc.stdout and "Epoch 2/2" in proc.stdout
     run_dir = proc.stdout.split("run folder:")[1].strip().splitlines()[0]
     assert run_dir.startswith(str(tmp_path)) and (Path(run_dir) / "model.keras").is_file()
+
+
+def _history_rows(run_dir):
+    path = run_dir / "history.csv"
+    return max(0, len(path.read_text().strip().splitlines()) - 1) if path.is_file() else 0
+
+
+def _start_training(tmp_path, epochs):
+    cmd = [sys.executable, "-m", "kerakit.cli", "train", str(CONFIGS / "digits_cnn.yaml"), "--epochs", str(epochs),
+           "--set", f"output.dir={tmp_path}", "--set", "train.callbacks={bundle: standard, EarlyStopping: false}"]  # fmt: skip
+    return cmd, subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_epochs(proc, tmp_path, n, timeout=240):
+    import time
+
+    start = time.time()
+    while time.time() - start < timeout:
+        runs = list((tmp_path / "digits-cnn").glob("*")) if (tmp_path / "digits-cnn").is_dir() else []
+        if runs and _history_rows(runs[0]) >= n:
+            return runs[0]
+        if proc.poll() is not None:
+            raise AssertionError("training ended before it could be interrupted: " + proc.stdout.read()[-2000:])
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for epochs")
+
+
+@pytest.mark.slow
+def test_sigkill_then_same_command_resumes_to_the_same_epoch_count(tmp_path):
+    import signal
+
+    cmd, proc = _start_training(tmp_path, epochs=8)
+    try:
+        run_dir = _wait_for_epochs(proc, tmp_path, 3)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    done_before = _history_rows(run_dir)
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert f"resuming the interrupted run {run_dir}" in again.stdout
+    assert f"Epoch {done_before + 1}/8" in again.stdout and "Epoch 1/8" not in again.stdout
+    assert _history_rows(run_dir) == 8
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"
+    assert len(list((tmp_path / "digits-cnn").iterdir())) == 1  # the same folder, not a new run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_signal_writes_a_backup_and_exits_with_a_resume_hint(tmp_path, signame):
+    import signal
+
+    cmd, proc = _start_training(tmp_path, epochs=30)
+    try:
+        run_dir = _wait_for_epochs(proc, tmp_path, 2)
+        proc.send_signal(getattr(signal, signame))
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + getattr(signal, signame), out[-2000:]
+    assert f"stopped by {signame}" in out and "Resume with the same `kerakit train` command" in out
+    assert "Traceback" not in out
+    assert any((run_dir / "backup").glob("ckpt-*.json"))
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
