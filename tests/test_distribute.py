@@ -7,6 +7,7 @@ MultiWorkerMirroredStrategy or contacts a TPU.
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -244,6 +245,7 @@ def test_tpu_that_never_initializes_is_bounded(tmp_path):
     script = textwrap.dedent(
         """
         import sys, time
+        import tensorflow  # imported first: the clock is for the TPU, not for TensorFlow's import
         import kerakit.distribute as d
         d.TPU_INIT_TIMEOUT_S = 3
         start = time.monotonic()
@@ -432,9 +434,11 @@ def test_multi_worker_trains_resumes_and_only_the_chief_writes(tmp_path):
     (tmp_path / "worker.py").write_text(WORKER)
     run_dir = tmp_path / "runs" / "mw" / "1"
     procs: list[subprocess.Popen] = []
+    first_pids: list[int] = []
     try:
         # 1. Two workers start; worker 1 is killed mid-run, after the chief's backup of epoch 2.
         procs = _start_workers(tmp_path, run_dir, slow=0.4)
+        first_pids = [p.pid for p in procs]
         deadline = time.monotonic() + 60
         while _backup_epoch(run_dir) < 2:
             assert time.monotonic() < deadline and all(p.poll() is None for p in procs), _logs(
@@ -448,7 +452,6 @@ def test_multi_worker_trains_resumes_and_only_the_chief_writes(tmp_path):
         killed_at = _backup_epoch(run_dir)
         assert 2 <= killed_at < 6
         assert not (run_dir / "run.json").exists()  # it did not finish
-        first_pids = [p.pid for p in procs]
 
         # 2. Both restart with the same command and resume from the chief's backup.
         procs = _start_workers(tmp_path, run_dir, slow=0.0)
@@ -460,6 +463,8 @@ def test_multi_worker_trains_resumes_and_only_the_chief_writes(tmp_path):
             if p.poll() is None:
                 p.kill()
                 p.wait()
+        for folder in _temp_folders(first_pids):  # a killed worker's copy is the test's to clean
+            shutil.rmtree(folder, ignore_errors=True)
     chief, other = (json.loads((tmp_path / f"result-{i}.json").read_text()) for i in range(2))
     assert chief["chief"] and not other["chief"]
     assert (
@@ -483,7 +488,3 @@ def test_multi_worker_trains_resumes_and_only_the_chief_writes(tmp_path):
     for key in w0.files:
         np.testing.assert_array_equal(w0[key], w1[key])
     assert chief["metrics"] == other["metrics"] and chief["metrics"]["accuracy"] > 0.5
-    for folder in _temp_folders(first_pids):  # the killed worker's copy is the test's to clean
-        import shutil
-
-        shutil.rmtree(folder, ignore_errors=True)
