@@ -148,16 +148,23 @@ def _dispatch(args, argv) -> int:
 
 def _list(what: str) -> int:
     if what == "presets":
-        from kerakit.presets import PRESETS as table
+        from kerakit.presets import PRESETS
+
+        table = {name: entry["description"] for name, entry in PRESETS.items()}
     elif what == "bundles":
-        from kerakit.callbacks_spec import BUNDLES as table
+        from kerakit.callbacks_spec import list_bundles as lister
+
+        table = lister()
     elif what == "backbones":
-        from kerakit.transfer_spec import BACKBONE_NAMES as table
+        from kerakit.transfer_spec import list_backbones as lister
+
+        table = lister()
     else:
-        from kerakit.augment_spec import PRESETS as table
-    for name, entry in table.items():
-        desc = entry.get("description", "") if isinstance(entry, dict) else str(entry)
-        print(f"{name:20s} {desc}")
+        from kerakit.augment_spec import list_presets as lister
+
+        table = lister()
+    for name, description in table.items():
+        print(f"{name:20s} {description}")
     return 0
 
 

@@ -290,7 +290,10 @@ def _kill_and_resume(tmp_path: Path, kills: int, seed: int) -> dict:
     for _ in range(kills):
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
         assert proc.stdout.readline().strip() == b"READY"
-        time.sleep(rnd.uniform(0.3, 2.0))
+        deadline = time.time() + 120  # a loaded machine may need long for the first batch
+        while not list((run_dir / "backup").glob("ckpt-*.json")) and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(rnd.uniform(0.0, 1.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         backup = SafeBackupAndRestore(run_dir / "backup")
@@ -320,13 +323,14 @@ def _tiny_for_script():
     return model, None, None
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_resumes(tmp_path):
     result = _kill_and_resume(tmp_path, kills=3, seed=1)
-    assert result["restored_epoch"] > 0
+    assert result["resumable"] == 3  # every kill left a whole, loadable backup
 
 
 @pytest.mark.slow
 def test_kill_9_at_20_random_moments_always_resumes(tmp_path):
     result = _kill_and_resume(tmp_path, kills=20, seed=2)
     print(f"kill -9 trials: {result['kills']}, backups loadable after: {result['resumable']}")
-    assert result["resumable"] >= 19 and result["restored_epoch"] > 0
+    assert result["resumable"] == 20
