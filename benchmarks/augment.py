@@ -1,0 +1,267 @@
+"""Augmentation speed: kerakit vs ImageDataGenerator.flow vs a chain of keras Random* layers.
+
+One run, side by side, the same transforms and ranges everywhere (rotation 30,
+shift 0.2, zoom 0.2 drawn for x and y apart, horizontal flip, fill "reflect"):
+
+1. images/s on 28x28x1 and 64x64x3 batches of 128: kerakit's `Augmentation.apply`
+   on a batched tf.data pipeline; the legacy `ImageDataGenerator.flow` (from the
+   tf-keras package); `RandomRotation`, `RandomTranslation`, `RandomZoom`,
+   `RandomFlip` mapped over the same batched pipeline. Medians of interleaved rounds.
+2. The Keras overview CNN (batch 128) training samples/s with each augmentation
+   (kerakit in tf.data, kerakit inside the model, the layer chain,
+   ImageDataGenerator) against no augmentation (steady-state epochs).
+
+The images are scikit-learn's bundled digits (real, offline), resized.
+
+    python benchmarks/augment.py --quick
+    python benchmarks/augment.py --full
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+MODES = {
+    # images per throughput pass, interleaved rounds, training samples, epochs
+    "smoke": dict(images=256, rounds=1, train=512, epochs=2),
+    "quick": dict(images=2048, rounds=3, train=6144, epochs=3),
+    "full": dict(images=4096, rounds=5, train=12_800, epochs=4),
+}
+BATCH = 128
+IDG_KWARGS = dict(rotation_range=30, width_shift_range=0.2, height_shift_range=0.2, zoom_range=0.2,
+                  horizontal_flip=True, fill_mode="reflect")  # fmt: skip
+TARGETS = {"idg": {28: 8.0, 64: 3.0}, "chain": 1.8, "train": 0.8}
+
+
+def digits_images(size: int, channels: int, count: int, seed: int = 0):
+    """Digits as (count, size, size, channels) float32 images in [0, 1] and int labels."""
+    import numpy as np
+    import tensorflow as tf
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    idx = np.resize(np.random.default_rng(seed).permutation(len(digits.images)), count)
+    x = tf.image.resize(digits.images[idx][..., None] / 16.0, (size, size)).numpy()
+    return np.repeat(x, channels, axis=-1).astype("float32"), digits.target[idx].astype("int32")
+
+
+def kerakit_aug():
+    import kerakit.augment as A
+
+    return A.augmentation.from_image_data_generator(**IDG_KWARGS, seed=0)
+
+
+def keras_chain():
+    """The same ranges as plain keras.layers.Random* layers."""
+    from keras import layers
+
+    return [
+        layers.RandomRotation(30 / 360, fill_mode="reflect", seed=0),
+        layers.RandomTranslation(0.2, 0.2, fill_mode="reflect", seed=1),
+        layers.RandomZoom(0.2, 0.2, fill_mode="reflect", seed=2),  # x and y drawn apart, as IDG
+        layers.RandomFlip("horizontal", seed=3),
+    ]
+
+
+def idg():
+    from tf_keras.preprocessing.image import ImageDataGenerator
+
+    return ImageDataGenerator(**IDG_KWARGS)
+
+
+def _batched(x, y):
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
+
+
+def pipelines(x, y) -> dict:
+    """name -> a function that runs one full pass and returns the number of images."""
+    import tensorflow as tf
+
+    aug = kerakit_aug()
+    chain = keras_chain()
+
+    def chained(xb, yb):
+        for layer in chain:
+            xb = layer(xb, training=True)
+        return xb, yb
+
+    kk_ds = aug.apply(_batched(x, y))
+    chain_ds = (
+        _batched(x, y).map(chained, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    )
+    gen = idg()
+
+    def run_ds(ds):
+        def go():
+            n = 0
+            for xb, _ in ds:
+                n += int(xb.shape[0])
+            return n
+
+        return go
+
+    def run_idg():
+        flow = gen.flow(x, y, batch_size=BATCH, shuffle=False, seed=0)
+        n = 0
+        for i in range(len(flow)):
+            n += len(flow[i][0])
+        return n
+
+    return {"kerakit": run_ds(kk_ds), "keras_chain": run_ds(chain_ds), "idg": run_idg}
+
+
+def throughput(mode: dict) -> list[dict]:
+    rows = []
+    for size, channels in ((28, 1), (64, 3)):
+        x, y = digits_images(size, channels, mode["images"])
+        runs = pipelines(x, y)
+        for go in runs.values():  # trace and warm up
+            go()
+        times: dict[str, list] = {k: [] for k in runs}
+        for _ in range(mode["rounds"]):
+            for name, go in runs.items():
+                start = time.perf_counter()
+                n = go()
+                times[name].append(n / (time.perf_counter() - start))
+        ips = {k: statistics.median(v) for k, v in times.items()}
+        rows.append({"shape": f"{size}x{size}x{channels}", "size": size, **{f"{k}_ips": v for k, v in ips.items()},
+                     "vs_idg": ips["kerakit"] / ips["idg"], "vs_chain": ips["kerakit"] / ips["keras_chain"],
+                     "chain_vs_idg": ips["keras_chain"] / ips["idg"]})  # fmt: skip
+    return rows
+
+
+def cnn(aug_layer=None):
+    import keras
+    from keras import layers
+
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            *([aug_layer] if aug_layer is not None else []),
+            layers.Conv2D(32, (3, 3), activation="relu"),
+            layers.MaxPooling2D((2, 2)),
+            layers.Flatten(),
+            layers.Dense(64, activation="relu"),
+            layers.Dense(10, activation="softmax"),
+        ]
+    )
+
+
+def _fit_speed(model, data, samples: int, epochs: int) -> float:
+    """Steady-state samples/s: the median epoch after the first."""
+    import keras
+
+    class Clock(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.ends = [time.perf_counter()]
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.ends.append(time.perf_counter())
+
+    clock = Clock()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(data, epochs=epochs, verbose=0, callbacks=[clock])
+    epoch_s = [b - a for a, b in zip(clock.ends[1:], clock.ends[2:])] or [
+        clock.ends[1] - clock.ends[0]
+    ]
+    return samples / statistics.median(epoch_s)
+
+
+def training(mode: dict) -> list[dict]:
+    import keras
+    import tensorflow as tf
+
+    x, y = digits_images(28, 1, mode["train"])
+    aug = kerakit_aug()
+    chain = keras_chain()
+
+    def chained(xb, yb):
+        for layer in chain:
+            xb = layer(xb, training=True)
+        return xb, yb
+
+    def base():
+        return _batched(x, y).cache()
+
+    pf = tf.data.AUTOTUNE
+    kinds = {
+        "none": lambda: (cnn(), base().prefetch(pf)),
+        "kerakit (tf.data)": lambda: (cnn(), aug.apply(base())),
+        "kerakit (in model)": lambda: (cnn(aug.layer()), base().prefetch(pf)),
+        "keras Random* chain (tf.data)": lambda: (
+            cnn(),
+            base().map(chained, num_parallel_calls=pf).prefetch(pf),
+        ),
+        "ImageDataGenerator.flow": lambda: (cnn(), idg().flow(x, y, batch_size=BATCH, seed=0)),
+    }
+    speeds = {}
+    for name, make in kinds.items():
+        keras.utils.set_random_seed(0)
+        model, data = make()
+        speeds[name] = _fit_speed(model, data, len(x), mode["epochs"])
+    none = speeds["none"]
+    return [{"augmentation": k, "samples_per_s": v, "vs_none": v / none} for k, v in speeds.items()]
+
+
+def _table(header, rows) -> str:
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(header)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join(
+        [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
+    )
+
+
+def _mark(value: float, target: float) -> str:
+    return f"{value:.2f}x ({'ok' if value >= target else 'MISSED'} >= {target}x)"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the augmentation benchmark; prints Markdown tables and returns the results."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    group = p.add_mutually_exclusive_group()
+    for name in MODES:
+        group.add_argument(f"--{name}", dest="mode", action="store_const", const=name)
+    p.add_argument("--skip-training", action="store_true", help="images/s only")
+    args = p.parse_args(argv)
+    name = args.mode or "quick"
+    mode = MODES[name]
+    import tensorflow as tf
+
+    results: dict = {"mode": name, "date": time.strftime("%Y-%m-%d %H:%M"), "cores": os.cpu_count(),
+                     "tensorflow": tf.__version__, "command": " ".join(["python benchmarks/augment.py", *(argv or [])])}  # fmt: skip
+    print(
+        f"### Augmentation images/s ({name}, batch {BATCH}, rotation 30, shift 0.2, zoom 0.2, flip)\n",
+        flush=True,
+    )
+    rows = results["throughput"] = throughput(mode)
+    print(_table(
+        ["images", "kerakit img/s", "Random* chain img/s", "ImageDataGenerator img/s", "kerakit / IDG",
+         "kerakit / chain", "chain / IDG"],
+        [[r["shape"], f"{r['kerakit_ips']:,.0f}", f"{r['keras_chain_ips']:,.0f}", f"{r['idg_ips']:,.0f}",
+          _mark(r["vs_idg"], TARGETS["idg"][r["size"]]), _mark(r["vs_chain"], TARGETS["chain"]),
+          f"{r['chain_vs_idg']:.2f}x"] for r in rows],
+    ), flush=True)  # fmt: skip
+    if not args.skip_training:
+        print(
+            f"\n### Overview CNN training with augmentation (28x28x1, batch {BATCH})\n", flush=True
+        )
+        rows = results["training"] = training(mode)
+        print(_table(
+            ["augmentation", "samples/s", "vs none"],
+            [[r["augmentation"], f"{r['samples_per_s']:,.0f}",
+              _mark(r["vs_none"], TARGETS["train"]) if r["augmentation"].startswith("kerakit")
+              else f"{r['vs_none']:.2f}x"] for r in rows],
+        ), flush=True)  # fmt: skip
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
