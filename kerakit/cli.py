@@ -19,7 +19,7 @@ import sys
 import traceback
 
 from kerakit import __version__
-from kerakit.errors import KerakitError, TrainingInterrupted
+from kerakit.errors import KerakitError, RecipeError, TrainingInterrupted
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, help="override train.epochs")
     t.add_argument("--resume", metavar="RUN", help="resume this run folder (default: the newest unfinished run)")
     t.add_argument("--new", action="store_true", help="start a new run even if an unfinished one exists")
+    t.add_argument("--workers", metavar="HOST:PORT,...", help="multi-worker training: every worker, same order on each")
+    t.add_argument("--worker-index", type=int, metavar="I", help="this worker's index in --workers (0 is the chief)")
     a = recipe_cmd("augment", "preview the recipe's augmentation")
     a.add_argument("--preview", metavar="PNG", required=True, help="write a grid of original and augmented images")
     a.add_argument("-n", type=int, default=16, help="number of images")
@@ -114,6 +116,15 @@ def _dispatch(args, argv) -> int:
         from kerakit.recipe import load_recipe
 
         overrides = list(args.overrides)
+        if (args.workers is None) != (args.worker_index is None):
+            raise RecipeError("--workers and --worker-index go together", file="command line")
+        if args.workers is not None:
+            import json
+
+            from kerakit.distribute import tf_config_from_flags
+
+            os.environ["TF_CONFIG"] = json.dumps(tf_config_from_flags(args.worker_index, args.workers))
+            overrides.append("train.distribute=multi_worker")
         if args.epochs is not None:
             overrides.append(f"train.epochs={args.epochs}")
         recipe = load_recipe(args.recipe, overrides=overrides)

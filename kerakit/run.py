@@ -133,7 +133,7 @@ def _strategy(recipe: Recipe):
     return make_strategy(recipe["train"], where=recipe.where.at("train"))
 
 
-def _build_compiled(recipe: Recipe, bundle, *, print_fn=None):
+def _build_compiled(recipe: Recipe, bundle, *, strategy=None):
     """Build and compile the recipe's model; returns (model, resolved compile section, notes)."""
     import keras
 
@@ -149,6 +149,14 @@ def _build_compiled(recipe: Recipe, bundle, *, print_fn=None):
     finally:
         keras.mixed_precision.set_global_policy(previous)
     section, notes = resolve_compile(recipe["compile"], model, where=recipe.where.at("compile"))
+    if strategy is not None:
+        from kerakit.distribute import max_steps_per_execution
+
+        cap = max_steps_per_execution(strategy)
+        if cap is not None and section["steps_per_execution"] > cap:
+            # keras#19246: fit breaks with steps_per_execution > 1 on several replicas
+            section["steps_per_execution"] = cap
+            notes.append(f"steps_per_execution: {cap} (several replicas; keras#19246)")
     apply_compile(model, section, where=recipe.where.at("compile"))
     notes.append(f"precision: {policy} ({why})")
     return model, section, policy, notes
@@ -182,6 +190,9 @@ def check(recipe: Recipe | str | Mapping, *, overrides=None, print_fn=print) -> 
     print_fn(f"parameters: {params:,} ({trainable:,} trainable)")
     for note in notes:
         print_fn(note)
+    from kerakit.distribute import describe_strategy
+
+    print_fn("distribute: " + describe_strategy(recipe["train"], where=recipe.where.at("train")))
     if "transfer" in recipe["model"]:
         from kerakit.transfer import format_stage_report, stage_report
 
@@ -240,7 +251,7 @@ def _stored_recipe(path: Path) -> dict:
 
 
 def run_folder(recipe: Recipe, *, resume: str | os.PathLike | None = None, new: bool = False,
-               print_fn=print) -> tuple[Path, bool]:  # fmt: skip
+               print_fn=print, create: bool = True) -> tuple[Path, bool]:  # fmt: skip
     """The run folder to use and whether it resumes an interrupted run.
 
     With `resume`, that folder (its recipe must match). Otherwise the newest
@@ -274,11 +285,12 @@ def run_folder(recipe: Recipe, *, resume: str | os.PathLike | None = None, new: 
     while path.exists():
         n += 1
         path = base / f"{stamp}-{n}"
-    path.mkdir(parents=True)
+    if create:  # (not on a non-chief worker, which writes to a temporary folder)
+        path.mkdir(parents=True)
     return path, False
 
 
-def _env(recipe: Recipe, command, policy: str) -> dict:
+def _env(recipe: Recipe, command, policy: str, strategy=None) -> dict:
     import keras
     import tensorflow as tf
 
@@ -295,6 +307,8 @@ def _env(recipe: Recipe, command, policy: str) -> dict:
         "deterministic": recipe["deterministic"],
         "precision": policy,
         "devices": [d.name for d in tf.config.list_logical_devices()],
+        "replicas": getattr(strategy, "num_replicas_in_sync", 1),
+        "global_batch_size": recipe["data"]["batch_size"] * getattr(strategy, "num_replicas_in_sync", 1),
         "command": list(command) if command else sys.argv,
         "cwd": os.getcwd(),
     }
@@ -352,19 +366,30 @@ def train(
         overrides = overrides if isinstance(overrides, Mapping) else overrides + ["data.source=arrays"]
     recipe = load_recipe(recipe, overrides=overrides or None)
     from kerakit.data import load_data
+    from kerakit.distribute import describe_strategy, is_chief, remove_worker_dir, worker_dir
 
+    strategy = _strategy(recipe)  # before any other TF op: multi-worker collectives need it first
     _set_seeds(recipe)
     bundle = load_data(recipe["data"], base_dir=recipe.base_dir, seed=recipe["seed"],
                        where=recipe.where.at("data"), x=x, y=y, validation_data=validation_data)  # fmt: skip
-    strategy = _strategy(recipe)
     with strategy.scope():
-        model, compile_section, policy, notes = _build_compiled(recipe, bundle)
-    for note in notes:
+        model, compile_section, policy, notes = _build_compiled(recipe, bundle, strategy=strategy)
+    for note in notes + [f"distribute: {describe_strategy(strategy)}"]:
         print_fn(note)
     resolved = _resolved(recipe, compile_section, policy)
     if bundle.spec:
         resolved = resolved.replace("data", bundle.spec)  # every "auto" of the data made concrete
-    path, resuming = run_folder(resolved, resume=resume, new=new, print_fn=print_fn)
+    chief = is_chief(strategy)
+    path, resuming = run_folder(resolved, resume=resume, new=new, print_fn=print_fn, create=chief)
+    path = worker_dir(path, strategy)  # other workers write to a temporary folder (TF's guide)
+    try:
+        return _train_in(resolved, model, bundle, path, resuming, strategy, policy, command, verbose, print_fn)
+    finally:
+        if not chief:
+            remove_worker_dir(path, strategy)
+
+
+def _train_in(resolved, model, bundle, path, resuming, strategy, policy, command, verbose, print_fn) -> Run:
     from kerakit.saving import write_text
 
     info = _read_json(path / RUN_FILE) if resuming else {}
@@ -372,7 +397,7 @@ def train(
                 started=info.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S"))  # fmt: skip
     _write_json(path / RUN_FILE, info)
     write_text(path / "recipe.resolved.yaml", resolved.to_yaml())
-    _write_json(path / "env.json", _env(resolved, command, policy))
+    _write_json(path / "env.json", _env(resolved, command, policy, strategy))
     if bundle.class_names:
         _write_json(path / "classes.json", list(bundle.class_names))
     if bundle.stats:
@@ -384,23 +409,26 @@ def train(
         info["status"] = "interrupted"
         _write_json(path / RUN_FILE, info)
         raise
-    metrics = _finish(resolved, model, bundle, path, history, print_fn=print_fn)
+    metrics = _finish(resolved, model, bundle, path, history, strategy=strategy, print_fn=print_fn)
     info.update(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
     _write_json(path / RUN_FILE, info)
     return Run(path, resolved, model, history, metrics, bundle.class_names, data=bundle)
 
 
-def _pipelines(recipe: Recipe, bundle, *, augment_fn=None):
+def _pipelines(recipe: Recipe, bundle, *, augment_fn=None, strategy=None):
     from kerakit.data import make_pipeline
+    from kerakit.distribute import global_batch_size, shard_options
 
     data = recipe["data"]
     cache = data["cache"] if isinstance(data["cache"], bool) else bundle.in_memory
-    kw = dict(batch_size=data["batch_size"], seed=recipe["seed"], label_mode=_label_mode(recipe["compile"]["preset"]),
-              num_classes=bundle.num_classes, cache=cache, shuffle_buffer=data["shuffle_buffer"])  # fmt: skip
-    train_ds = make_pipeline(bundle.train, training=True, augment_fn=augment_fn, **kw)
-    val_ds = make_pipeline(bundle.val, training=False, **kw) if bundle.val is not None else None
-    test_ds = make_pipeline(bundle.test, training=False, **kw) if bundle.test is not None else None
-    return train_ds, val_ds, test_ds
+    kw = dict(batch_size=global_batch_size(data["batch_size"], strategy), seed=recipe["seed"],
+              label_mode=_label_mode(recipe["compile"]["preset"]), num_classes=bundle.num_classes, cache=cache,
+              shuffle_buffer=data["shuffle_buffer"])  # fmt: skip
+
+    def pipe(ds, training, **extra):
+        return None if ds is None else shard_options(make_pipeline(ds, training=training, **kw, **extra), strategy)
+
+    return pipe(bundle.train, True, augment_fn=augment_fn), pipe(bundle.val, False), pipe(bundle.test, False)
 
 
 def _augment_fn(recipe: Recipe):
@@ -455,7 +483,7 @@ def _callbacks(recipe: Recipe, model, path: Path, train_ds, val_ds, *, first=(),
 
 
 def _fit(recipe: Recipe, model, bundle, path: Path, strategy, *, verbose=None, print_fn=print) -> dict:
-    train_ds, val_ds, _ = _pipelines(recipe, bundle, augment_fn=_augment_fn(recipe))
+    train_ds, val_ds, _ = _pipelines(recipe, bundle, augment_fn=_augment_fn(recipe), strategy=strategy)
     if verbose is None:
         verbose = recipe["train"]["verbose"]
     fit = dict(validation_data=val_ds, verbose=verbose, class_weight=_class_weight(recipe, bundle), shuffle=False)
@@ -514,10 +542,10 @@ def _write_history_csv(path: Path, history: dict) -> None:
     write_text(path, "\n".join(lines) + "\n")
 
 
-def _finish(recipe: Recipe, model, bundle, path: Path, history: dict, *, print_fn=print) -> dict:
+def _finish(recipe: Recipe, model, bundle, path: Path, history: dict, *, strategy=None, print_fn=print) -> dict:
     from kerakit.saving import save_model
 
-    _, _, test_ds = _pipelines(recipe, bundle)
+    _, _, test_ds = _pipelines(recipe, bundle, strategy=strategy)
     metrics: dict = {}
     if test_ds is not None:
         metrics = {k: float(v) for k, v in model.evaluate(test_ds, verbose=0, return_dict=True).items()}
