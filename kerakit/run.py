@@ -379,6 +379,7 @@ def train(
     resolved = _resolved(recipe, compile_section, policy)
     if bundle.spec:
         resolved = resolved.replace("data", bundle.spec)  # every "auto" of the data made concrete
+    _check_data_fits(resolved, model, bundle)  # before any run folder is made
     chief = is_chief(strategy)
     path, resuming = run_folder(resolved, resume=resume, new=new, print_fn=print_fn, create=chief)
     path = worker_dir(path, strategy)  # other workers write to a temporary folder (TF's guide)
@@ -387,6 +388,43 @@ def train(
     finally:
         if not chief:
             remove_worker_dir(path, strategy)
+
+
+def _check_data_fits(recipe: Recipe, model, bundle) -> None:
+    """Mistakes between data and model that Keras would only report mid-fit (or never)."""
+    import tensorflow as tf
+
+    where = recipe.where.at("model")
+    want = model.input_shape
+    got = bundle.input_shape
+    if not isinstance(got, Mapping) and not isinstance(want, (list, dict)):
+        if len(want) - 1 != len(got) or any(w is not None and w != g for w, g in zip(want[1:], got)):
+            raise where.error(
+                f"the model takes inputs of shape {tuple(want[1:])} but the data gives {tuple(got)}; "
+                "fix model.input_shape (or leave it out to take it from the data), or data.image_size"
+            )
+    preset = recipe["compile"]["preset"]
+    if bundle.num_classes and len(model.outputs) == 1 and preset in ("multiclass", "multiclass_onehot", "binary"):
+        units = model.outputs[0].shape[-1]
+        need = 1 if preset == "binary" else bundle.num_classes
+        if preset == "binary" and bundle.num_classes > 2:
+            raise recipe.where.at("compile", "preset").error(
+                f"the data has {bundle.num_classes} classes, too many for a binary classifier; "
+                "use preset multiclass with a softmax output of that many units"
+            )
+        if units != need:
+            raise where.error(
+                f"the data has {bundle.num_classes} classes ({', '.join(map(str, list(bundle.class_names or [])[:12]))}) "
+                f"but the output layer has {units} units; a {preset} model needs {need}"
+            )
+    if bundle.in_memory:
+        for x, _ in bundle.train.batch(4096):
+            for part in tf.nest.flatten(x):
+                if part.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(part))):
+                    raise DataError(
+                        f"{recipe['data']['source']}: the training inputs hold NaN or infinite values; "
+                        "clean the data (or drop those rows) before training"
+                    )
 
 
 def _train_in(resolved, model, bundle, path, resuming, strategy, policy, command, verbose, print_fn) -> Run:

@@ -216,7 +216,9 @@ def _history_rows(run_dir):
 def _start_training(tmp_path, epochs):
     cmd = [sys.executable, "-m", "kerakit.cli", "train", str(CONFIGS / "digits_cnn.yaml"), "--epochs", str(epochs),
            "--set", f"output.dir={tmp_path}", "--set", "train.callbacks={bundle: standard, EarlyStopping: false}"]  # fmt: skip
-    return cmd, subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return cmd, subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def _wait_for_epochs(proc, tmp_path, n, timeout=240):
@@ -224,11 +226,15 @@ def _wait_for_epochs(proc, tmp_path, n, timeout=240):
 
     start = time.time()
     while time.time() - start < timeout:
-        runs = list((tmp_path / "digits-cnn").glob("*")) if (tmp_path / "digits-cnn").is_dir() else []
+        runs = (
+            list((tmp_path / "digits-cnn").glob("*")) if (tmp_path / "digits-cnn").is_dir() else []
+        )
         if runs and _history_rows(runs[0]) >= n:
             return runs[0]
         if proc.poll() is not None:
-            raise AssertionError("training ended before it could be interrupted: " + proc.stdout.read()[-2000:])
+            raise AssertionError(
+                "training ended before it could be interrupted: " + proc.stdout.read()[-2000:]
+            )
         time.sleep(0.05)
     raise AssertionError("timed out waiting for epochs")
 
@@ -271,3 +277,31 @@ def test_signal_writes_a_backup_and_exits_with_a_resume_hint(tmp_path, signame):
     assert "Traceback" not in out
     assert any((run_dir / "backup").glob("ckpt-*.json"))
     assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+
+
+@pytest.mark.parametrize(
+    "override,words",
+    [
+        ("model.sequential[6].Dense.units=5", "the data has 10 classes (0, 1, 2"),
+        (
+            "model.input_shape=[28, 28, 1]",
+            "takes inputs of shape (28, 28, 1) but the data gives (8, 8, 1)",
+        ),
+        ("compile.preset=binary", "too many for a binary classifier"),
+    ],
+)
+def test_data_model_mismatch_is_caught_before_training(override, words, tmp_path):
+    from kerakit.errors import RecipeError
+
+    with pytest.raises(RecipeError) as info:
+        _train("digits_cnn.yaml", tmp_path, extra=[override])
+    assert words in str(info.value)
+    assert not (tmp_path / "digits-cnn").exists()  # no half-made run folder
+
+
+def test_nan_inputs_are_refused_before_training(tmp_path):
+    x = np.ones((40, 3), "float32")
+    x[5, 1] = np.nan
+    with pytest.raises(DataError, match="NaN or infinite"):
+        kk.train({"data": {"source": "arrays"}, "model": {"sequential": [{"Dense": {"units": 1}}]}},
+                 x=x, y=np.ones(40, "float32"), overrides={"output.dir": str(tmp_path)}, verbose=0)  # fmt: skip
