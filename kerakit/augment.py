@@ -367,7 +367,8 @@ def _matrices(spec: Mapping, p: Mapping, b, h, w) -> tf.Tensor:
             k = mat([p["zoom_y"], zero, zero, zero, p["zoom_x"], zero])
         elif name == "shear":
             s = p["shear"] * (math.pi / 180)
-            k = mat([one, -tf.sin(s), zero, zero, tf.cos(s), zero])
+            # ImageDataGenerator's shear, as it really acts on images: along the width
+            k = mat([tf.cos(s), zero, zero, -tf.sin(s), one, zero])
         else:  # crop: a smaller window at a random place, stretched to the whole image
             c = float(op["crop"]) * one
             k = mat([c, zero, p["crop_y"], zero, c, p["crop_x"]])
@@ -434,6 +435,7 @@ def augment_batch(spec: Mapping, x, y, seed) -> tuple:
 
 
 def _check_labels(y):
+    y = None if y is None else tf.convert_to_tensor(y)
     if y is None or (y.shape.rank is not None and y.shape.rank < 2):
         raise ValueError(
             "mixup and cutmix mix the labels too, so they need one-hot labels (batch, classes); "
