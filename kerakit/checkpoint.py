@@ -391,3 +391,37 @@ class StopOnSignal(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._restore()
+
+
+class DivergenceWatch(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss and says where, saving nothing.
+
+    Keras's `TerminateOnNaN` stops too, but the run then carries on to save a
+    model of NaN weights. This raises `TrainingDiverged` at once, naming the
+    epoch and batch, so no later callback (or the end-of-run save) persists a
+    non-finite tensor; the crash-safe backups and the best model on disk are
+    the last finite ones.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike | None = None):
+        super().__init__()
+        self.run_dir = Path(run_dir) if run_dir else None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or np.isfinite(float(loss)):
+            return
+        from kerakit.errors import TrainingDiverged
+
+        kept = []
+        if self.run_dir is not None:
+            kept = [p.name for p in (self.run_dir / "best.keras", self.run_dir / "backup") if p.exists()]
+        saved = f"kept (finite): {', '.join(kept)}" if kept else "nothing had been saved yet"
+        raise TrainingDiverged(
+            f"training diverged: the loss became {float(loss)} in epoch {self._epoch + 1}, batch {batch + 1}; "
+            f"{saved}. Lower the learning rate (compile.optimizer) or look for extreme values in the data"
+        )

@@ -19,7 +19,7 @@ import sys
 import traceback
 
 from kerakit import __version__
-from kerakit.errors import KerakitError, RecipeError, TrainingInterrupted
+from kerakit.errors import KerakitError, RecipeError, TrainingDiverged, TrainingInterrupted
 
 
 class _Parser(argparse.ArgumentParser):
@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as exc:
         print(f"interrupted: {exc}", file=sys.stderr)
         return 128 + exc.signum
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KerakitError as exc:
         if args.debug:
             traceback.print_exc()

@@ -155,3 +155,7 @@ class TrainingInterrupted(KerakitError, RuntimeError):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.signum = signum
+
+
+class TrainingDiverged(KerakitError, RuntimeError):
+    """The loss became NaN or infinite; nothing non-finite was saved."""

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from kerakit.errors import DataError, KerakitError, ResumeError, Where
+from kerakit.errors import DataError, KerakitError, ResumeError, TrainingDiverged, Where
 from kerakit.recipe import Recipe, load_recipe
 
 RUN_FILE = "run.json"
@@ -443,8 +443,8 @@ def _train_in(resolved, model, bundle, path, resuming, strategy, policy, command
 
     try:
         history = _fit(resolved, model, bundle, path, strategy, verbose=verbose, print_fn=print_fn)
-    except BaseException:
-        info["status"] = "interrupted"
+    except BaseException as exc:
+        info["status"] = "diverged" if isinstance(exc, TrainingDiverged) else "interrupted"
         _write_json(path / RUN_FILE, info)
         raise
     metrics = _finish(resolved, model, bundle, path, history, strategy=strategy, print_fn=print_fn)
@@ -508,7 +508,7 @@ def _callbacks(recipe: Recipe, model, path: Path, train_ds, val_ds, *, first=(),
     callbacks = make_callbacks(spec if spec is not None else recipe["train"]["callbacks"], run_dir=path,
                                monitor_names=names, has_validation=val_ds is not None,
                                where=recipe.where.at("train", "callbacks"), recipe=_resume_parts(recipe))  # fmt: skip
-    from kerakit.checkpoint import SafeBackupAndRestore, StopOnSignal
+    from kerakit.checkpoint import DivergenceWatch, SafeBackupAndRestore, StopOnSignal
 
     backup = next((c for c in callbacks if isinstance(c, SafeBackupAndRestore)), None)
     resume_at = backup.newest_epoch() if backup is not None else None
@@ -517,7 +517,7 @@ def _callbacks(recipe: Recipe, model, path: Path, train_ds, val_ds, *, first=(),
     _trim_history(path / "history.csv", start_epoch if resume_at is None else resume_at)
     hint = f"Resume with the same `kerakit train` command, or --resume {path}."
     # `first` run before CSVLogger sees the logs; the signal stop runs after the backup.
-    return [*first, *callbacks, StopOnSignal(backup, hint)]
+    return [*first, DivergenceWatch(path), *callbacks, StopOnSignal(backup, hint)]
 
 
 def _fit(recipe: Recipe, model, bundle, path: Path, strategy, *, verbose=None, print_fn=print) -> dict:

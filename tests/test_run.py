@@ -305,3 +305,28 @@ def test_nan_inputs_are_refused_before_training(tmp_path):
     with pytest.raises(DataError, match="NaN or infinite"):
         kk.train({"data": {"source": "arrays"}, "model": {"sequential": [{"Dense": {"units": 1}}]}},
                  x=x, y=np.ones(40, "float32"), overrides={"output.dir": str(tmp_path)}, verbose=0)  # fmt: skip
+
+
+def test_divergence_stops_saves_nothing_non_finite_and_says_where(tmp_path, capsys):
+    args = ["train", str(CONFIGS / "digits_cnn.yaml"), "--epochs", "3", "--set", f"output.dir={tmp_path}",
+            "--set", "compile.optimizer={sgd: {learning_rate: 1.0e+6}}"]  # fmt: skip
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert (
+        "training diverged: the loss became nan in epoch 1, batch" in err
+        and "Lower the learning rate" in err
+    )
+    run_dir = next((tmp_path / "digits-cnn").iterdir())
+    assert not (run_dir / "model.keras").exists()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "diverged"
+    import h5py
+
+    for weights in run_dir.glob("**/*.h5"):  # any backup left is finite
+        arrays = []
+        with h5py.File(weights) as f:
+            f.visititems(lambda _, o: arrays.append(o[()]) if isinstance(o, h5py.Dataset) else None)
+        assert all(
+            np.all(np.isfinite(a))
+            for a in arrays
+            if np.issubdtype(np.asarray(a).dtype, np.floating)
+        )
