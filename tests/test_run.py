@@ -324,7 +324,7 @@ def test_divergence_stops_saves_nothing_non_finite_and_says_where(tmp_path, caps
     for weights in run_dir.glob("**/*.h5"):  # any backup left is finite
         arrays = []
         with h5py.File(weights) as f:
-            f.visititems(lambda _, o: arrays.append(o[()]) if isinstance(o, h5py.Dataset) else None)
+            f.visititems(lambda _, o, found=arrays: found.append(o[()]) if isinstance(o, h5py.Dataset) else None)
         assert all(
             np.all(np.isfinite(a))
             for a in arrays
