@@ -28,7 +28,7 @@ import yaml
 from yaml.composer import Composer
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from yaml.parser import Parser
-from yaml.reader import Reader
+from yaml.reader import Reader, ReaderError
 from yaml.resolver import BaseResolver
 from yaml.scanner import Scanner
 
@@ -195,7 +195,7 @@ class _Builder:
         for item in reversed(nodes):
             value = self.build(item, path, depth + 1)
             if not isinstance(value, dict):
-                raise self.fail(item, "a merge key (<<) needs a mapping or a list of mappings", path)
+                raise self.fail(item, "a merge key (<<) needs a mapping or a list of mappings", path + ("<<",))
             result.update(value)
         return result
 
@@ -225,9 +225,19 @@ def load_yaml(data: str | bytes, file: str | None = None) -> tuple[Any, dict]:
             ) from None
     elif len(data) > MAX_BYTES:
         raise RecipeError(f"the text is {len(data):,} characters; recipes are capped at {MAX_BYTES:,}", file=file)
-    loader = _Loader(data)
+    loader = None
     try:
+        loader = _Loader(data)  # the reader refuses control characters right here
         node = loader.get_single_node()
+    except ReaderError as exc:
+        before = data[: exc.position] if isinstance(data, str) else ""
+        raise RecipeError(
+            f"the text holds the character U+{exc.character:04X}, which YAML does not allow; "
+            "delete it (it is often invisible: a stray control character or a copy-paste artefact)",
+            file=file,
+            line=before.count("\n") + 1,
+            col=exc.position - (before.rfind("\n") + 1) + 1,
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
@@ -244,7 +254,8 @@ def load_yaml(data: str | bytes, file: str | None = None) -> tuple[Any, dict]:
             f"the YAML is nested too deeply (the limit is {MAX_DEPTH} levels); flatten it", file=file
         ) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if node is None:
         return None, {}
     builder = _Builder(file)
