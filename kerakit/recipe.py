@@ -163,7 +163,10 @@ def apply_overrides(raw: dict, overrides, positions: dict) -> None:
     items = overrides.items() if isinstance(overrides, Mapping) else [_split_override(o) for o in overrides]
     for key, value in items:
         label = f"--set {key}={value}" if not isinstance(overrides, Mapping) else f"override {key}"
-        path = parse_key_path(key)
+        try:
+            path = parse_key_path(key)
+        except RecipeError as exc:  # name the flag, as every other override error does
+            raise RecipeError(exc.message, file=label) from None
         if not isinstance(overrides, Mapping):
             try:
                 value, _ = load_yaml(value, label)
