@@ -377,8 +377,10 @@ def resolve_functional(section: Any, where: Where) -> dict:
     if not isinstance(outputs_list, list) or not outputs_list:
         raise where.at("outputs").error("`outputs:` takes a node name or a list of node names")
     for j, o in enumerate(outputs_list):
+        w = where.at("outputs") if isinstance(outputs, str) else where.at("outputs", j)
+        if not isinstance(o, str):
+            raise w.error(f"expected a node name, got {S.type_name(o)} {S.show(o)}")
         if o not in nodes:
-            w = where.at("outputs") if isinstance(outputs, str) else where.at("outputs", j)
             raise w.error(f"output {o!r} is not a node of the graph{did_you_mean(o, list(nodes))}")
     used = _ancestors(outputs_list, nodes)
     for name in out_inputs:
