@@ -168,11 +168,25 @@ def _fit_speed(model, data, samples: int, epochs: int) -> float:
 
     clock = Clock()
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(data, epochs=epochs, verbose=0, callbacks=[clock])
+    model.fit(data, epochs=epochs, verbose=0, callbacks=[clock], shuffle=False)
     epoch_s = [b - a for a, b in zip(clock.ends[1:], clock.ends[2:])] or [
         clock.ends[1] - clock.ends[0]
     ]
     return samples / statistics.median(epoch_s)
+
+
+def _py_dataset(flow):
+    """Keras 3's fit does not take tf-keras's iterator; a PyDataset over it does."""
+    import keras
+
+    class Flow(keras.utils.PyDataset):
+        def __len__(self):
+            return len(flow)
+
+        def __getitem__(self, i):
+            return flow[i]
+
+    return Flow()
 
 
 def training(mode: dict) -> list[dict]:
@@ -200,7 +214,10 @@ def training(mode: dict) -> list[dict]:
             cnn(),
             base().map(chained, num_parallel_calls=pf).prefetch(pf),
         ),
-        "ImageDataGenerator.flow": lambda: (cnn(), idg().flow(x, y, batch_size=BATCH, seed=0)),
+        "ImageDataGenerator.flow": lambda: (
+            cnn(),
+            _py_dataset(idg().flow(x, y, batch_size=BATCH, seed=0)),
+        ),
     }
     speeds = {}
     for name, make in kinds.items():
