@@ -352,6 +352,7 @@ def resolve_functional(section: Any, where: Where) -> dict:
             raise w.at("in").error("`in:` takes a name or a list of names of inputs/nodes")
         if "use" in spec:
             S.check_keys(spec, ["use", "in"], w, section=f"node {node!r}")
+            S.check_str(spec["use"], w.at("use"), "the name of a layer under functional.layers")
             if spec["use"] not in out_shared:
                 raise w.at("use").error(
                     f"no shared layer named {spec['use']!r} under functional.layers"
