@@ -742,6 +742,7 @@ def make_pipeline(
     num_classes: int | Mapping | None = None,
     augment_fn: Callable | None = None,
     shuffle_buffer: int | str | None = None,
+    augment_labels: bool = False,
 ) -> tf.data.Dataset:
     """Batches an unbatched `(x, y)` dataset for `fit`, `evaluate` or `predict`.
 
@@ -759,7 +760,8 @@ def make_pipeline(
         label_mode: "int" (class ids as given) or "onehot" (needs `num_classes`,
             a dict by output name for named outputs).
         num_classes: the number of classes for one-hot labels.
-        augment_fn: `x_batch -> x_batch`, e.g. an augmentation pipeline.
+        augment_fn: `x_batch -> x_batch`, e.g. an augmentation pipeline; with
+            `augment_labels`, `(x_batch, y_batch) -> (x_batch, y_batch)` (mixup, cutmix).
         shuffle_buffer: a size, or None / "auto" for the whole data set up to 10,000.
 
     Example:
@@ -782,7 +784,7 @@ def make_pipeline(
         ds = ds.map(lambda x, y: (x, _one_hot(y, num_classes)))
     if augment_fn is not None and training:
         ds = ds.map(
-            lambda x, y: (augment_fn(x), y),
+            augment_fn if augment_labels else (lambda x, y: (augment_fn(x), y)),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True if seed is not None else None,
         )

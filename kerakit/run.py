@@ -143,12 +143,21 @@ def _build_compiled(recipe: Recipe, bundle, *, strategy=None):
     policy, why = _precision(recipe)
     previous = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(policy)
+    aug = _augmentation(recipe)
     try:
         model = build_model(recipe, input_shape=bundle.input_shape if bundle else None,
                             num_classes=bundle.num_classes if bundle else None)  # fmt: skip
+        if aug is not None and aug.placement == "model":
+            model = _with_augmentation_inside(recipe, model, aug)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     section, notes = resolve_compile(recipe["compile"], model, where=recipe.where.at("compile"))
+    if aug is not None and aug.needs_labels and section["preset"] == "multiclass":
+        # mixup/cutmix blend labels, so they need one-hot labels and categorical crossentropy
+        section["preset"] = "multiclass_onehot"
+        if section.get("loss") == "sparse_categorical_crossentropy":
+            section["loss"] = "categorical_crossentropy"
+        notes.append("compile preset: multiclass_onehot (mixup/cutmix blend one-hot labels)")
     if strategy is not None:
         from kerakit.distribute import max_steps_per_execution
 
@@ -160,6 +169,18 @@ def _build_compiled(recipe: Recipe, bundle, *, strategy=None):
     apply_compile(model, section, where=recipe.where.at("compile"))
     notes.append(f"precision: {policy} ({why})")
     return model, section, policy, notes
+
+
+def _with_augmentation_inside(recipe: Recipe, model, aug):
+    """`augment.placement: model`: the augmentation as the model's first layer (training only)."""
+    import keras
+
+    if "transfer" in recipe["model"]:
+        raise recipe.where.at("augment", "placement").error(
+            "placement: model is not supported for transfer models yet; use placement: data"
+        )
+    inputs = keras.Input(shape=model.input_shape[1:], name=model.inputs[0].name.split(":")[0])
+    return keras.Model(inputs, model(aug.layer()(inputs)), name=model.name)
 
 
 def _resolved(recipe: Recipe, compile_section: dict, policy: str) -> Recipe:
@@ -453,7 +474,7 @@ def _train_in(resolved, model, bundle, path, resuming, strategy, policy, command
     return Run(path, resolved, model, history, metrics, bundle.class_names, data=bundle)
 
 
-def _pipelines(recipe: Recipe, bundle, *, augment_fn=None, strategy=None):
+def _pipelines(recipe: Recipe, bundle, *, augmentation=None, strategy=None):
     from kerakit.data import make_pipeline
     from kerakit.distribute import global_batch_size, shard_options
 
@@ -466,16 +487,19 @@ def _pipelines(recipe: Recipe, bundle, *, augment_fn=None, strategy=None):
     def pipe(ds, training, **extra):
         return None if ds is None else shard_options(make_pipeline(ds, training=training, **kw, **extra), strategy)
 
-    return pipe(bundle.train, True, augment_fn=augment_fn), pipe(bundle.val, False), pipe(bundle.test, False)
+    aug = {}
+    if augmentation is not None and augmentation.placement == "data":
+        aug = {"augment_fn": augmentation.map_fn(), "augment_labels": augmentation.needs_labels}
+    return pipe(bundle.train, True, **aug), pipe(bundle.val, False), pipe(bundle.test, False)
 
 
-def _augment_fn(recipe: Recipe):
+def _augmentation(recipe: Recipe):
+    """The recipe's `Augmentation`, or None."""
     if not recipe["augment"]:
         return None
     from kerakit.augment import augmentation
 
-    aug = augmentation(recipe["augment"], seed=recipe["seed"], where=recipe.where.at("augment"))
-    return aug.map_fn() if aug.placement == "data" else None
+    return augmentation(recipe["augment"], seed=recipe["seed"], where=recipe.where.at("augment"))
 
 
 def _monitor_names(model, ds) -> set[str]:
@@ -521,7 +545,7 @@ def _callbacks(recipe: Recipe, model, path: Path, train_ds, val_ds, *, first=(),
 
 
 def _fit(recipe: Recipe, model, bundle, path: Path, strategy, *, verbose=None, print_fn=print) -> dict:
-    train_ds, val_ds, _ = _pipelines(recipe, bundle, augment_fn=_augment_fn(recipe), strategy=strategy)
+    train_ds, val_ds, _ = _pipelines(recipe, bundle, augmentation=_augmentation(recipe), strategy=strategy)
     if verbose is None:
         verbose = recipe["train"]["verbose"]
     fit = dict(validation_data=val_ds, verbose=verbose, class_weight=_class_weight(recipe, bundle), shuffle=False)
@@ -589,6 +613,10 @@ def _finish(recipe: Recipe, model, bundle, path: Path, history: dict, *, strateg
         metrics = {k: float(v) for k, v in model.evaluate(test_ds, verbose=0, return_dict=True).items()}
         print_fn("test: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     _write_json(path / "metrics.json", metrics)
+    if recipe["augment"] and recipe["augment"].get("placement") == "model":
+        from kerakit.augment import strip_augmentation
+
+        model = strip_augmentation(model)  # the exported model carries no augmentation
     saved = save_model(model, path, recipe["output"]["formats"])
     print_fn("saved: " + ", ".join(str(p) for p in saved.values()))
     _pictures(model, bundle, path, history, metrics, recipe, print_fn=print_fn)

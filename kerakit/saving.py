@@ -253,6 +253,7 @@ def load_model(
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"{path}: model file or run folder not found")
+    _register_kerakit_layers()
     if path.is_dir():
         if (path / "saved_model.pb").exists():
             return _load_saved_model(path, trusted)
@@ -275,6 +276,13 @@ def load_model(
         f"{path}: not a model file kerakit knows (.keras, .h5, a SavedModel folder or a "
         "run folder), or it is corrupt"
     )
+
+
+def _register_kerakit_layers() -> None:
+    """Import the modules that register kerakit's own layers, so its models reload with no
+    custom_objects (registration happens when the module is imported)."""
+    import kerakit.augment  # noqa: F401  (kerakit>AugmentLayer)
+    import kerakit.transfer  # noqa: F401  (kerakit>BackbonePreprocess)
 
 
 def _keras_error(path: Path, e: Exception) -> ModelFileError:
