@@ -19,6 +19,8 @@ from kerakit.errors import (
     ModelFileError,
     RecipeError,
     ResumeError,
+    TrainingDiverged,
+    TrainingInterrupted,
 )
 
 __version__ = "0.1.0"
@@ -39,7 +41,9 @@ _LAZY = {
     "DataBundle": "kerakit.data",
     "augmentation": "kerakit.augment",
     "Augmentation": "kerakit.augment",
+    "strip_augmentation": "kerakit.augment",
     "transfer_model": "kerakit.transfer",
+    "set_stage": "kerakit.transfer",
     "make_callbacks": "kerakit.callbacks",
     # runs
     "train": "kerakit.run",
@@ -66,6 +70,8 @@ __all__ = [
     "DataError",
     "ModelFileError",
     "ResumeError",
+    "TrainingInterrupted",
+    "TrainingDiverged",
     *_LAZY,
 ]
 

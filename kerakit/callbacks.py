@@ -154,6 +154,7 @@ def make_callbacks(
         >>> cbs = make_callbacks("minimal", run_dir="runs/x", has_validation=False)  # doctest: +SKIP
     """
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)  # CSVLogger opens its file when training starts
     entries = resolve_callbacks(spec, where)
     built: list[keras.callbacks.Callback] = []
     backups: list[SafeBackupAndRestore] = []

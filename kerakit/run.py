@@ -502,6 +502,17 @@ def _augmentation(recipe: Recipe):
     return augmentation(recipe["augment"], seed=recipe["seed"], where=recipe.where.at("augment"))
 
 
+def _probe(recipe: Recipe, bundle, strategy):
+    """One uncached batch to find the logged names with (reading part of a cache() warns)."""
+    from kerakit.data import make_pipeline
+    from kerakit.distribute import global_batch_size
+
+    split = bundle.val if bundle.val is not None else bundle.train
+    return make_pipeline(split.take(recipe["data"]["batch_size"]), training=False, cache=False,
+                         batch_size=global_batch_size(recipe["data"]["batch_size"], strategy),
+                         label_mode=_label_mode(recipe["compile"]["preset"]), num_classes=bundle.num_classes)  # fmt: skip
+
+
 def _monitor_names(model, ds) -> set[str]:
     """The loss and metric names Keras will log (without "val_"), found by evaluating one batch,
     so that monitors that cannot exist are caught before training."""
@@ -525,10 +536,10 @@ def _class_weight(recipe: Recipe, bundle) -> dict | None:
 
 
 def _callbacks(recipe: Recipe, model, path: Path, train_ds, val_ds, *, first=(), spec: list | None = None,
-               start_epoch: int = 0) -> list:  # fmt: skip
+               start_epoch: int = 0, probe=None) -> list:  # fmt: skip
     from kerakit.callbacks import make_callbacks
 
-    names = _monitor_names(model, val_ds if val_ds is not None else train_ds)
+    names = _monitor_names(model, probe if probe is not None else (val_ds if val_ds is not None else train_ds))
     callbacks = make_callbacks(spec if spec is not None else recipe["train"]["callbacks"], run_dir=path,
                                monitor_names=names, has_validation=val_ds is not None,
                                where=recipe.where.at("train", "callbacks"), recipe=_resume_parts(recipe))  # fmt: skip
@@ -554,7 +565,7 @@ def _fit(recipe: Recipe, model, bundle, path: Path, strategy, *, verbose=None, p
 
         return _history(path, fit_transfer(recipe, model, path, train_ds, val_ds, fit, make=_callbacks,
                                            print_fn=print_fn))  # fmt: skip
-    callbacks = _callbacks(recipe, model, path, train_ds, val_ds)
+    callbacks = _callbacks(recipe, model, path, train_ds, val_ds, probe=_probe(recipe, bundle, strategy))
     hist = model.fit(train_ds, epochs=recipe["train"]["epochs"], callbacks=callbacks, **fit)
     return _history(path, hist.history)
 

@@ -8,6 +8,7 @@ import kerakit as kk
 
 PUBLIC = {
     "__version__", "KerakitError", "RecipeError", "DataError", "ModelFileError", "ResumeError",
+    "TrainingInterrupted", "TrainingDiverged", "strip_augmentation", "set_stage",
     "load_recipe", "Recipe", "build_model", "compile_model", "infer_preset", "PRESETS",
     "load_data", "make_pipeline", "DataBundle", "augmentation", "Augmentation", "transfer_model",
     "make_callbacks", "train", "check", "evaluate", "predict", "Run", "save_model", "load_model",
