@@ -101,6 +101,9 @@ def check_number(
         raise where.error(f"expected {what or kind}, got {type_name(value)} {show(value)}{hint}")
     if isinstance(value, float) and not math.isfinite(value):
         raise where.error(f"expected a finite number, got {value!r}")
+    if not integer and isinstance(value, int) and not _fits_float(value):
+        # Too big for a float: every float(value) downstream would raise OverflowError.
+        raise where.error(f"{show(value, 30)} is too large for a number; expected a finite number")
     low_bad = minimum is not None and (value <= minimum if exclusive_minimum else value < minimum)
     high_bad = maximum is not None and (value >= maximum if exclusive_maximum else value > maximum)
     if low_bad or high_bad:
@@ -114,6 +117,14 @@ def check_number(
             rng = f"{'<' if exclusive_maximum else '<='} {maximum}"
         raise where.error(f"{value!r} is out of range: expected {what or kind} {rng}")
     return value
+
+
+def _fits_float(value: int) -> bool:
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def check_shape(value: Any, where: Where, what: str = "a shape") -> tuple:
