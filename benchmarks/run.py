@@ -135,7 +135,9 @@ def configs(mode: dict, results: dict) -> None:
         try:
             rows.append(train_speed.compare_config(path, epochs=3, rounds=2))
         except Exception as e:  # a config that needs what this machine lacks: say so, go on
-            rows.append({"config": path.name, "error": f"{type(e).__name__}: {e}"[:120]})
+            rows.append(
+                {"config": path.name, "error": f"skipped: {type(e).__name__}: {e}"[:70] + "..."}
+            )
         print(f"  {path.name} done", flush=True)
     results["configs"] = rows
     print(table(
@@ -159,6 +161,21 @@ def sweep(mode: dict, results: dict) -> None:
         ["model", *[f"spe={v}" for v in mode["sweep"]]],
         [[k.upper(), *[f"{d[v]:,.0f} ({d[v] / d[mode['sweep'][0]]:.2f}x)" for v in mode["sweep"]]]
          for k, d in out.items()],
+    ))  # fmt: skip
+
+
+def defaults(mode: dict, results: dict) -> None:
+    print(
+        "\n## 1d. One kk.train default changed at a time (samples/s, vs as shipped)\n", flush=True
+    )
+    out = {k: train_speed.variants(k, samples=mode[k], epochs=mode["epochs"], rounds=2)
+           for k in ("mlp", "cnn")}  # fmt: skip
+    results["variants"] = out
+    names = list(train_speed.VARIANTS)
+    print(table(
+        ["variant", "MLP", "CNN"],
+        [[n, *[f"{out[k][n]:,.0f} ({out[k][n] / out[k][names[0]]:.2f}x)" for k in ("mlp", "cnn")]]
+         for n in names],
     ))  # fmt: skip
 
 
@@ -246,6 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
             configs(mode, results)
         if mode["sweep"]:
             sweep(mode, results)
+            defaults(mode, results)
     if "augment" not in args.skip:
         augmentation(name, results)
     if "startup" not in args.skip:

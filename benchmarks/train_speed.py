@@ -251,6 +251,31 @@ def sweep_steps_per_execution(kind: str, values, *, samples: int, epochs: int, r
     return {v: statistics.median(s) for v, s in out.items()}
 
 
+VARIANTS = {
+    "kk.train defaults": [],
+    "train.precision=mixed_bfloat16": ["train.precision=mixed_bfloat16"],
+    "compile.jit_compile=true (XLA)": ["compile.jit_compile=true"],
+    "data.cache=false": ["data.cache=false"],
+    "train.callbacks=none": ["train.callbacks=none"],
+}
+
+
+def variants(kind: str, *, samples: int, epochs: int, rounds: int, batch_size: int = 128) -> dict:
+    """kk.train samples/s with one default changed at a time (interleaved rounds).
+
+    Returns {variant: median samples/s}; the first is kk.train as shipped.
+    """
+    x, y = mnist_like(kind, samples)
+    out: dict = {v: [] for v in VARIANTS}
+    for r in range(rounds):
+        for name in VARIANTS if r % 2 == 0 else list(VARIANTS)[::-1]:
+            _fresh()
+            sets = [f"data.batch_size={batch_size}", *VARIANTS[name]]
+            t, _ = run_kerakit(OVERVIEW[kind], x, y, epochs=epochs, overrides=sets)
+            out[name].append(samples / t)
+    return {v: statistics.median(s) for v, s in out.items()}
+
+
 # --------------------------------------------------------------------------- shipped configs
 
 
