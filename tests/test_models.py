@@ -206,3 +206,55 @@ def test_functional_shape_mismatch_names_node(write_recipe):
 def test_missing_input_shape():
     with pytest.raises(RecipeError, match="needs an input shape"):
         kk.build_model({"sequential": [{"Dense": 2}]})
+
+
+def _digits_cnn_by_hand():
+    L = keras.layers
+    return keras.Sequential([
+        keras.Input((8, 8, 1)),
+        L.Conv2D(32, 3, padding="same", activation="relu"), L.MaxPooling2D(2),
+        L.Conv2D(64, 3, padding="same", activation="relu"), L.Flatten(), L.Dropout(0.3),
+        L.Dense(64, activation="relu"), L.Dense(10, activation="softmax"),
+    ])  # fmt: skip
+
+
+def _binary_by_hand():
+    L = keras.layers
+    return keras.Sequential([keras.Input((30,)), L.Dense(32, activation="relu"), L.Dropout(0.2),
+                             L.Dense(1, activation="sigmoid")])  # fmt: skip
+
+
+def _two_io_by_hand():
+    L = keras.layers
+    top, bottom = keras.Input((4, 8, 1), name="top"), keras.Input((4, 8, 1), name="bottom")
+    encoder = L.Conv2D(16, 3, padding="same", activation="relu", name="encoder")
+    x = L.Flatten()(L.Concatenate(axis=1)([encoder(top), encoder(bottom)]))
+    h1 = L.Dense(64, activation="relu")(x)
+    skip = L.Add()([h1, L.Dense(64, activation="relu")(h1)])
+    outputs = {"digit": L.Dense(10, activation="softmax", name="digit")(skip),
+               "parity": L.Dense(1, activation="sigmoid", name="parity")(skip)}  # fmt: skip
+    return keras.Model({"top": top, "bottom": bottom}, outputs)
+
+
+@pytest.mark.parametrize(
+    "config,by_hand,x",
+    [
+        ("digits_cnn.yaml", _digits_cnn_by_hand, lambda r: r.random((3, 8, 8, 1), "float32")),
+        ("binary_classifier.yaml", _binary_by_hand, lambda r: r.random((3, 30), "float32")),
+        ("functional_two_io.yaml", _two_io_by_hand,
+         lambda r: {"top": r.random((3, 4, 8, 1), "float32"), "bottom": r.random((3, 4, 8, 1), "float32")}),
+    ],
+)  # fmt: skip
+def test_configs_match_their_hand_written_keras(config, by_hand, x):
+    hand = by_hand()
+    built = kk.build_model(
+        load_recipe(CONFIGS / config),
+        input_shape=None if config != "binary_classifier.yaml" else (30,),
+    )
+    assert built.count_params() == hand.count_params()
+    assert len(built.layers) == len(hand.layers)
+    built.set_weights(hand.get_weights())
+    data = x(np.random.default_rng(3))
+    a, b = built.predict(data, verbose=0), hand.predict(data, verbose=0)
+    for key in a if isinstance(a, dict) else [None]:
+        np.testing.assert_allclose(a[key] if key else a, b[key] if key else b, atol=1e-6)
