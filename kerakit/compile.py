@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import importlib
 import inspect
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -73,13 +74,19 @@ def _accepted_arguments(cls: type) -> list[str]:
 
 def instantiate(cls: type, args: Any, where: Where, what: str):
     """cls(**args) / cls(args) / cls(*args), with Keras's complaints turned into recipe errors."""
+    if isinstance(args, Mapping):
+        for key, value in args.items():
+            # Keras takes NaN silently in many places (Adam(learning_rate=nan), beta_1=nan, ...)
+            # and training then produces nothing but NaN; no Keras argument means NaN.
+            if isinstance(value, float) and math.isnan(value):
+                raise where.at(key).error(f"{cls.__name__}'s {key!r} is NaN; give a number")
     try:
         if isinstance(args, Mapping):
             return cls(**args)
         if isinstance(args, list):
             return cls(*args)
         return cls(args)
-    except (TypeError, ValueError, KeyError) as exc:
+    except Exception as exc:  # a constructor given recipe values: whatever it raises is about them
         if isinstance(args, Mapping):
             accepted = _accepted_arguments(cls)
             for key in args:
@@ -88,8 +95,19 @@ def instantiate(cls: type, args: Any, where: Where, what: str):
                         f"{cls.__name__} has no argument {key!r}{did_you_mean(key, accepted)}; "
                         f"its arguments are: {', '.join(a for a in accepted if not a.startswith('_'))}"
                     ) from None
-        msg = " ".join(str(exc).split())
-        raise where.error(f"cannot create {what} {cls.__name__}: {msg}") from None
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        raise _at_argument(where, args, msg).error(f"cannot create {what} {cls.__name__}: {msg}") from None
+
+
+def _at_argument(where: Where, args: Any, message: str) -> Where:
+    """Point at the argument Keras's message names (`rate`, "Received: rate=1.5"), if any."""
+    if isinstance(args, Mapping):
+        for key in args:
+            if isinstance(key, str) and re.search(rf"`{re.escape(key)}`|\b{re.escape(key)}=|'{re.escape(key)}'", message):
+                return where.at(key)
+        if len(args) == 1:  # one argument given: it is the one Keras refused
+            return where.at(next(iter(args)))
+    return where
 
 
 def _resolve(kind: str, module, base: type, value: Any, where: Where, *, keep_strings: bool):
