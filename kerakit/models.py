@@ -24,12 +24,23 @@ from kerakit.errors import NOWHERE, RecipeError, Where, did_you_mean
 __all__ = ["build_model", "get_layer_class", "make_layer"]
 
 
+# A recipe is plain data and never runs code (docs/security.md): these layers would.
+_REFUSED_LAYERS = {
+    "Lambda": "a recipe cannot hold Python code, so Lambda has nothing to run; write the function "
+    "as a layer class registered with keras.saving.register_keras_serializable and name it here",
+    "TFSMLayer": "TFSMLayer loads and runs a TensorFlow graph from a path, which a recipe from "
+    "someone else must not do; load a SavedModel with kk.load_model (it checks the graph) instead",
+}
+
+
 def _layer_names() -> list[str]:
     return [n for n in dir(keras.layers) if inspect.isclass(getattr(keras.layers, n, None))]
 
 
 def get_layer_class(name: str, where: Where = NOWHERE) -> type:
     """A layer class by its Keras name, or a registered serializable name ("package>Name")."""
+    if name in _REFUSED_LAYERS:
+        raise where.error(_REFUSED_LAYERS[name])
     cls = getattr(keras.layers, name, None)
     if inspect.isclass(cls) and issubclass(cls, keras.layers.Layer):
         return cls
@@ -81,6 +92,11 @@ def _shape_text(shape) -> str:
 
 
 def _call_error(exc: Exception, name: str, where: Where, in_shape) -> RecipeError:
+    if "OOM when allocating" in str(exc) or type(exc).__name__ == "ResourceExhaustedError":
+        return where.error(
+            f"{name}'s weights for an input of shape {_shape_text(in_shape)} do not fit in memory; "
+            "use fewer units or filters, or a smaller input"
+        )
     text = str(exc).strip().splitlines()
     first = " ".join(line.strip() for line in text[:3] if line.strip())
     if len(first) > 300:
