@@ -434,7 +434,9 @@ def _check_named(value: Any, where: Where, what: str) -> Any:
             return {name: {}}
         S.check_mapping(args, where.at(name), f"the keyword arguments of {what} {name!r}")
         return {name: dict(args)}
-    raise where.error(f"expected a {what} name such as 'adam' or a mapping {{adam: {{learning_rate: 0.001}}}}, got {S.show(value)}")
+    example = {"loss": "'mse' or a mapping {Huber: {delta: 2.0}}", "metric": "'accuracy' or a mapping {AUC: {curve: PR}}"}
+    ex = example.get(what, "'adam' or a mapping {adam: {learning_rate: 0.001}}")
+    raise where.error(f"expected {'an' if what[0] in 'aeiou' else 'a'} {what} name such as {ex}, got {S.type_name(value)} {S.show(value)}")
 
 
 def resolve_compile_section(section: Any, where: Where) -> dict:
