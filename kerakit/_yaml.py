@@ -61,6 +61,10 @@ class _Resolver(BaseResolver):
         return super().resolve(kind, value, implicit)
 
 
+class _TooDeep(yaml.MarkedYAMLError):
+    """Nesting past MAX_DEPTH, found while scanning (before PyYAML's recursive composer)."""
+
+
 class _Loader(Reader, Scanner, Parser, Composer, _Resolver):
     def __init__(self, stream):
         Reader.__init__(self, stream)
@@ -68,6 +72,18 @@ class _Loader(Reader, Scanner, Parser, Composer, _Resolver):
         Parser.__init__(self)
         Composer.__init__(self)
         _Resolver.__init__(self)
+
+    # PyYAML's scanner is quadratic in the depth of `[[[[...` and its composer
+    # recurses per level: stop at the first level past the cap, with its position.
+    def fetch_flow_collection_start(self, TokenClass):
+        if self.flow_level >= MAX_DEPTH:
+            raise _TooDeep(problem=f"nested more than {MAX_DEPTH} levels deep", problem_mark=self.get_mark())
+        return super().fetch_flow_collection_start(TokenClass)
+
+    def add_indent(self, column):
+        if len(self.indents) >= MAX_DEPTH:
+            raise _TooDeep(problem=f"nested more than {MAX_DEPTH} levels deep", problem_mark=self.get_mark())
+        return super().add_indent(column)
 
 
 def plain_scalar(text: str) -> Any:
@@ -237,6 +253,13 @@ def load_yaml(data: str | bytes, file: str | None = None) -> tuple[Any, dict]:
             file=file,
             line=before.count("\n") + 1,
             col=exc.position - (before.rfind("\n") + 1) + 1,
+        ) from None
+    except _TooDeep as exc:
+        raise RecipeError(
+            f"{exc.problem}; flatten the recipe",
+            file=file,
+            line=exc.problem_mark.line + 1,
+            col=exc.problem_mark.column + 1,
         ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
