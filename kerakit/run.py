@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -369,6 +370,7 @@ def train(
     new: bool = False,
     verbose: int | str | None = None,
     command: list[str] | None = None,
+    callbacks: list | None = None,
     print_fn=print,
 ) -> Run:
     """Train a recipe end to end and leave a complete run folder.
@@ -382,6 +384,7 @@ def train(
         resume: a run folder to resume; by default the newest interrupted run
             of the same recipe is resumed, unless `new` is true.
         verbose: Keras's fit verbosity (default: the recipe's, "auto").
+        callbacks: more Keras callback objects, run after the recipe's own.
 
     Returns:
         A `Run` with the model, the history, the test metrics and the folder.
@@ -418,7 +421,8 @@ def train(
     path, resuming = run_folder(resolved, resume=resume, new=new, print_fn=print_fn, create=chief)
     path = worker_dir(path, strategy)  # other workers write to a temporary folder (TF's guide)
     try:
-        return _train_in(resolved, model, bundle, path, resuming, strategy, policy, command, verbose, print_fn)
+        return _train_in(resolved, model, bundle, path, resuming, strategy, policy, command, verbose, print_fn,
+                         list(callbacks or []))  # fmt: skip
     finally:
         if not chief:
             remove_worker_dir(path, strategy)
@@ -461,7 +465,7 @@ def _check_data_fits(recipe: Recipe, model, bundle) -> None:
                     )
 
 
-def _train_in(resolved, model, bundle, path, resuming, strategy, policy, command, verbose, print_fn) -> Run:
+def _train_in(resolved, model, bundle, path, resuming, strategy, policy, command, verbose, print_fn, extra) -> Run:
     from kerakit.saving import write_text
 
     info = _read_json(path / RUN_FILE) if resuming else {}
@@ -476,7 +480,7 @@ def _train_in(resolved, model, bundle, path, resuming, strategy, policy, command
         _write_json(path / "normalization.json", bundle.stats)
 
     try:
-        history = _fit(resolved, model, bundle, path, strategy, verbose=verbose, print_fn=print_fn)
+        history = _fit(resolved, model, bundle, path, strategy, verbose=verbose, print_fn=print_fn, extra=extra)
     except BaseException as exc:
         info["status"] = "diverged" if isinstance(exc, TrainingDiverged) else "interrupted"
         _write_json(path / RUN_FILE, info)
@@ -549,7 +553,7 @@ def _class_weight(recipe: Recipe, bundle) -> dict | None:
 
 
 def _callbacks(recipe: Recipe, model, path: Path, train_ds, val_ds, *, first=(), spec: list | None = None,
-               start_epoch: int = 0, probe=None) -> list:  # fmt: skip
+               start_epoch: int = 0, probe=None, extra=()) -> list:  # fmt: skip
     from kerakit.callbacks import make_callbacks
 
     names = _monitor_names(model, probe if probe is not None else (val_ds if val_ds is not None else train_ds))
@@ -565,10 +569,10 @@ def _callbacks(recipe: Recipe, model, path: Path, train_ds, val_ds, *, first=(),
     _trim_history(path / "history.csv", start_epoch if resume_at is None else resume_at)
     hint = f"Resume with the same `kerakit train` command, or --resume {path}."
     # `first` run before CSVLogger sees the logs; the signal stop runs after the backup.
-    return [*first, DivergenceWatch(path), *callbacks, StopOnSignal(backup, hint)]
+    return [*first, DivergenceWatch(path), *callbacks, *extra, StopOnSignal(backup, hint)]
 
 
-def _fit(recipe: Recipe, model, bundle, path: Path, strategy, *, verbose=None, print_fn=print) -> dict:
+def _fit(recipe: Recipe, model, bundle, path: Path, strategy, *, verbose=None, print_fn=print, extra=()) -> dict:
     train_ds, val_ds, _ = _pipelines(recipe, bundle, augmentation=_augmentation(recipe), strategy=strategy)
     if verbose is None:
         verbose = recipe["train"]["verbose"]
@@ -576,9 +580,9 @@ def _fit(recipe: Recipe, model, bundle, path: Path, strategy, *, verbose=None, p
     if "transfer" in recipe["model"]:
         from kerakit.transfer_run import fit_transfer
 
-        return _history(path, fit_transfer(recipe, model, path, train_ds, val_ds, fit, make=_callbacks,
-                                           print_fn=print_fn))  # fmt: skip
-    callbacks = _callbacks(recipe, model, path, train_ds, val_ds, probe=_probe(recipe, bundle, strategy))
+        make = functools.partial(_callbacks, extra=extra)
+        return _history(path, fit_transfer(recipe, model, path, train_ds, val_ds, fit, make=make, print_fn=print_fn))
+    callbacks = _callbacks(recipe, model, path, train_ds, val_ds, probe=_probe(recipe, bundle, strategy), extra=extra)
     hist = model.fit(train_ds, epochs=recipe["train"]["epochs"], callbacks=callbacks, **fit)
     return _history(path, hist.history)
 

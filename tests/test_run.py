@@ -330,3 +330,17 @@ def test_divergence_stops_saves_nothing_non_finite_and_says_where(tmp_path, caps
             for a in arrays
             if np.issubdtype(np.asarray(a).dtype, np.floating)
         )
+
+
+def test_extra_callback_objects_run_too(tmp_path):
+    import keras
+
+    seen = []
+
+    class Count(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(epoch)
+
+    _ = kk.train(CONFIGS / "digits_cnn.yaml", epochs=2, callbacks=[Count()], verbose=0,
+                 overrides=[f"output.dir={tmp_path}", "train.callbacks=minimal"])  # fmt: skip
+    assert seen == [0, 1]
