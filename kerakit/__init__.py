@@ -48,8 +48,8 @@ _LAZY = {
     # runs
     "train": "kerakit.run",
     "check": "kerakit.run",
-    "evaluate": "kerakit.run",
-    "predict": "kerakit.run",
+    "evaluate": "kerakit.inference",
+    "predict": "kerakit.inference",
     "Run": "kerakit.run",
     "save_model": "kerakit.saving",
     "load_model": "kerakit.saving",

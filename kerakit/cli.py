@@ -137,14 +137,14 @@ def _dispatch(args, argv) -> int:
         print(f"run folder: {run.path}")
         return 0
     if cmd == "evaluate":
-        from kerakit.run import evaluate
+        from kerakit.inference import evaluate
 
         metrics = evaluate(args.model, data=args.data, trusted=args.unsafe)
         for k, v in metrics.items():
             print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
         return 0
     if cmd == "predict":
-        from kerakit.run import predict_files
+        from kerakit.inference import predict_files
 
         predict_files(args.model, args.inputs, output=args.output, top=args.top, trusted=args.unsafe, print_fn=print)
         return 0
@@ -152,7 +152,7 @@ def _dispatch(args, argv) -> int:
         from kerakit.recipe import load_recipe
 
         recipe = load_recipe(args.recipe, overrides=args.overrides)
-        from kerakit.run import preview_augmentation
+        from kerakit.inference import preview_augmentation
 
         path = preview_augmentation(recipe, args.preview, n=args.n)
         print(f"wrote {path}")

@@ -1,0 +1,254 @@
+"""Using a finished run: `evaluate`, `predict` (arrays or files) and the augmentation preview."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kerakit.errors import DataError, KerakitError, Where
+from kerakit.recipe import Recipe, load_recipe
+from kerakit.run import _arrays, _label_mode
+from kerakit.runfolder import RUN_FILE, read_json, write_run_json
+
+# --------------------------------------------------------------------------- evaluate / predict
+
+
+def _open(run_or_model: str | os.PathLike, trusted: bool):
+    """(model, recipe or None, run folder or None) from a run folder or a model file."""
+    from kerakit.saving import load_model
+
+    path = Path(run_or_model)
+    if not path.exists():
+        raise KerakitError(f"{path}: no such run folder or model file")
+    model = load_model(path, trusted=trusted)
+    recipe = None
+    folder = path if path.is_dir() and (path / RUN_FILE).is_file() else None
+    if folder is not None and (folder / "recipe.resolved.yaml").is_file():
+        recipe = load_recipe(folder / "recipe.resolved.yaml")
+    return model, recipe, folder
+
+
+def evaluate(
+    run_or_model: str | os.PathLike, *, data: str | Mapping | None = None, trusted: bool = False
+) -> dict:
+    """Evaluate a run folder (or a model file) on test data; writes evaluate.json in a run folder.
+
+    Args:
+        run_or_model: a run folder, or a `.keras`/`.h5`/SavedModel path.
+        data: a data source (``"npz:test.npz"``) or a `data:` section; default: the run's recipe's.
+        trusted: allow code in the model file (see docs/security.md).
+
+    Returns:
+        {metric: value}.
+    """
+    from kerakit.data import load_data
+    from kerakit.data_spec import resolve_data
+
+    model, recipe, folder = _open(run_or_model, trusted)
+    if data is None and recipe is None:
+        raise DataError(
+            "a bare model file has no recipe to take data from: pass --data SOURCE (e.g. npz:test.npz)"
+        )
+    section = dict(recipe["data"]) if recipe is not None else {}
+    if isinstance(data, str):
+        section = {**{k: v for k, v in section.items() if k in ("batch_size", "image_size", "rescale", "normalize")},
+                   "source": data}  # fmt: skip
+    elif isinstance(data, Mapping):
+        section = dict(data)
+    where = Where(
+        "--data" if data is not None else str(folder / "recipe.resolved.yaml"), {}, ("data",)
+    )
+    section = resolve_data(section, where)
+    base_dir = os.getcwd() if data is not None else (recipe.base_dir if recipe else os.getcwd())
+    bundle = load_data(
+        section, base_dir=base_dir, seed=recipe["seed"] if recipe else 42, where=where
+    )
+    split = bundle.test if bundle.test is not None else bundle.val
+    if split is None:
+        raise DataError("the data has neither a test nor a validation split to evaluate on")
+    from kerakit.data import make_pipeline
+
+    preset = recipe["compile"]["preset"] if recipe else "multiclass"
+    ds = make_pipeline(split, batch_size=section["batch_size"], training=False, label_mode=_label_mode(preset),
+                       num_classes=bundle.num_classes, cache=False)  # fmt: skip
+    if not getattr(model, "compiled", True) or getattr(model, "optimizer", None) is None:
+        raise DataError(
+            "this model was saved without its training configuration; evaluate needs a compiled .keras/.h5 model"
+        )
+    metrics = {k: float(v) for k, v in model.evaluate(ds, verbose=0, return_dict=True).items()}
+    if folder is not None:
+        write_run_json(folder / "evaluate.json", metrics)
+    return metrics
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+def _read_inputs(files: list[str], model, recipe: Recipe | None) -> tuple[Any, list[str]]:
+    """Raw inputs from image files, .npy/.npz or .csv, and a label per row."""
+    import keras
+
+    paths = [Path(f) for f in files]
+    for p in paths:
+        if not p.is_file():
+            raise DataError(f"{p}: no such file")
+    shape = model.input_shape if not isinstance(model.input_shape, list) else model.input_shape[0]
+    if all(p.suffix.lower() in IMAGE_SUFFIXES for p in paths):
+        if len(shape) != 4:
+            raise DataError(f"this model takes inputs of shape {tuple(shape[1:])}, not images")
+        h, w, c = shape[1:]
+        data = (recipe or {}).get("data", {}) if recipe is not None else {}
+        size = data.get("image_size") or [h, w]
+        arrays = []
+        for p in paths:
+            try:
+                img = keras.utils.load_img(
+                    p, color_mode="grayscale" if c == 1 else "rgb", target_size=tuple(size)
+                )
+            except Exception as exc:
+                raise DataError(f"{p}: cannot read this image ({exc})") from None
+            arrays.append(keras.utils.img_to_array(img))
+        return np.stack(arrays), [str(p) for p in paths]
+    if len(paths) != 1:
+        raise DataError("give either image files, or one .npy/.npz/.csv file")
+    p = paths[0]
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".npy":
+            x = np.load(p, allow_pickle=False)
+        elif suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                key = next(
+                    (k for k in ("x", "x_test", "x_train") if k in z.files),
+                    z.files[0] if z.files else None,
+                )
+                if key is None:
+                    raise DataError(f"{p}: the .npz holds no arrays")
+                x = z[key]
+        elif suffix == ".csv":
+            x = _read_csv_features(p, recipe)
+        else:
+            raise DataError(
+                f"{p}: cannot predict on a {suffix or 'suffix-less'} file; give images, .npy, .npz or .csv"
+            )
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{p}: cannot read it ({exc})") from None
+    want = tuple(shape[1:])
+    if recipe is None or not recipe["data"].get("image_size"):
+        if tuple(x.shape[1:]) != want and tuple(x.shape) == want:
+            x = x[None]
+        if len(x.shape[1:]) != len(want) or any(
+            a is not None and a != b for a, b in zip(want, x.shape[1:])
+        ):
+            raise DataError(
+                f"{p}: inputs of shape {tuple(x.shape[1:])} do not fit the model, which takes {want}"
+            )
+    return x, [f"{p.name}[{i}]" for i in range(len(x))]
+
+
+def _read_csv_features(path: Path, recipe: Recipe | None) -> np.ndarray:
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise DataError(f"{path}: the file is empty")
+    header, body = rows[0], rows[1:]
+    target = recipe["data"].get("target") if recipe is not None else None
+    keep = [i for i, h in enumerate(header) if h != target]
+    try:
+        return np.array([[float(r[i]) for i in keep] for r in body], dtype="float32")
+    except (ValueError, IndexError) as exc:
+        raise DataError(f"{path}: every feature must be a number ({exc})") from None
+
+
+def predict(run_or_model: str | os.PathLike, x: Any, *, trusted: bool = False) -> np.ndarray:
+    """Predictions of a run folder (or model file) on raw inputs, preprocessed as in training."""
+    model, recipe, folder = _open(run_or_model, trusted)
+    return _predict(model, recipe, folder, x)
+
+
+def _predict(model, recipe, folder, x):
+    if recipe is not None:
+        from kerakit.data import prepare_inputs
+
+        stats = read_json(folder / "normalization.json") or None if folder else None
+        x = prepare_inputs(x, recipe["data"], stats, batched=True)
+    return np.asarray(model.predict(x, verbose=0))
+
+
+def predict_files(run_or_model, inputs: list[str], *, output: str | None = None, top: int = 3,
+                  trusted: bool = False, print_fn=print) -> list[dict]:  # fmt: skip
+    """`kerakit predict`: top classes (or values) per input, printed and optionally written."""
+    model, recipe, folder = _open(run_or_model, trusted)
+    x, labels = _read_inputs(inputs, model, recipe)
+    probs = _predict(model, recipe, folder, x)
+    names = None
+    if folder is not None and (folder / "classes.json").is_file():
+        names = read_json(folder / "classes.json")
+    preset = recipe["compile"]["preset"] if recipe is not None else None
+    rows = []
+    for label, p in zip(labels, probs):
+        p = np.asarray(p).reshape(-1)
+        row: dict = {"input": label}
+        if preset == "regression" or (preset is None and p.size == 1 and names is None):
+            row["prediction"] = [float(v) for v in p]
+            print_fn(f"{label}: " + ", ".join(f"{v:.4f}" for v in p))
+        else:
+            if p.size == 1:  # one sigmoid unit: P(class 1)
+                p = np.array([1 - p[0], p[0]])
+            order = np.argsort(-p)[:top]
+            cls = [names[i] if names and i < len(names) else str(i) for i in order]
+            row["top"] = [
+                {"class": c, "index": int(i), "probability": float(p[i])}
+                for c, i in zip(cls, order)
+            ]
+            print_fn(f"{label}: " + ", ".join(f"{c} ({p[i]:.3f})" for c, i in zip(cls, order)))
+        rows.append(row)
+    if output:
+        _write_predictions(Path(output), rows)
+    return rows
+
+
+def _write_predictions(path: Path, rows: list[dict]) -> None:
+    from kerakit.saving import write_text
+
+    if path.suffix.lower() == ".json":
+        write_text(path, json.dumps(rows, indent=2) + "\n")
+        return
+    if path.suffix.lower() != ".csv":
+        raise DataError(f"--output {path}: write .csv or .json")
+    lines = []
+    if rows and "top" in rows[0]:
+        lines.append("input,rank,class,index,probability")
+        for r in rows:
+            lines += [
+                f"{r['input']},{k + 1},{t['class']},{t['index']},{t['probability']:.6f}"
+                for k, t in enumerate(r["top"])
+            ]
+    else:
+        lines.append("input,prediction")
+        lines += [f"{r['input']},{' '.join(str(v) for v in r['prediction'])}" for r in rows]
+    write_text(path, "\n".join(lines) + "\n")
+
+
+def preview_augmentation(recipe: Recipe | str, out: str | os.PathLike, *, n: int = 16) -> Path:
+    """`kerakit augment --preview`: a PNG grid of original and augmented training images."""
+    recipe = load_recipe(recipe)
+    if not recipe["augment"]:
+        raise recipe.where.error("this recipe has no `augment:` section to preview")
+    from kerakit.augment import augmentation
+    from kerakit.data import load_data
+    from kerakit.plots import save_figure
+
+    bundle = load_data(
+        recipe["data"], base_dir=recipe.base_dir, seed=recipe["seed"], where=recipe.where.at("data")
+    )
+    x, _ = _arrays(bundle.train.take(n))
+    aug = augmentation(recipe["augment"], seed=recipe["seed"], where=recipe.where.at("augment"))
+    return save_figure(aug.preview(x, n=n, seed=recipe["seed"]), out)
