@@ -80,17 +80,39 @@ SET_KEYS = ["", "=", "a..b", "[0]", ".x", "x[", "x]", "model.sequential[99].Dens
 
 # Keras-stage mutations: (layer class, argument, bad values); only Keras can find these.
 LAYER_ARGS = {
-    "Dense": [("units", [0, -3, 1.5, "64", None, [64], 10**20]), ("activation", ["nope", 3, "Relu", ""]),
-              ("use_bias", ["yes", 2]), ("kernel_initializer", ["nope", 3]),
-              ("kernel_regularizer", ["l3", {"l2": -1}]), ("unitz", [64])],
-    "Dropout": [("rate", [1.5, -0.1, 1.0, math.nan, math.inf, "half", None]), ("noise_shape", [3, "x"]),
-                ("seed", ["x", -1])],
-    "Conv2D": [("filters", [0, -1, 2.5, "32", 10**20]), ("kernel_size", [0, -3, 100, [3], [3, 3, 3], "3", None]),
-               ("strides", [0, -1, [1, 2, 3]]), ("padding", ["bogus", 3, "SAME"]),
-               ("activation", ["reluu"]), ("dilation_rate", [0, -2]), ("groups", [0, 5])],
-    "MaxPooling2D": [("pool_size", [0, -2, 100, [2, 2, 2], "2"]), ("strides", [0, -1]), ("padding", ["x"])],
-    "LSTM": [("units", [0, -1, 1.5]), ("dropout", [1.5, -1]), ("activation", ["nope"]),
-             ("return_sequences", ["yes", 3])],
+    "Dense": [
+        ("units", [0, -3, 1.5, "64", None, [64], 10**20]),
+        ("activation", ["nope", 3, "Relu", ""]),
+        ("use_bias", ["yes", 2]),
+        ("kernel_initializer", ["nope", 3]),
+        ("kernel_regularizer", ["l3", {"l2": -1}]),
+        ("unitz", [64]),
+    ],
+    "Dropout": [
+        ("rate", [1.5, -0.1, 1.0, math.nan, math.inf, "half", None]),
+        ("noise_shape", [3, "x"]),
+        ("seed", ["x", -1]),
+    ],
+    "Conv2D": [
+        ("filters", [0, -1, 2.5, "32", 10**20]),
+        ("kernel_size", [0, -3, 100, [3], [3, 3, 3], "3", None]),
+        ("strides", [0, -1, [1, 2, 3]]),
+        ("padding", ["bogus", 3, "SAME"]),
+        ("activation", ["reluu"]),
+        ("dilation_rate", [0, -2]),
+        ("groups", [0, 5]),
+    ],
+    "MaxPooling2D": [
+        ("pool_size", [0, -2, 100, [2, 2, 2], "2"]),
+        ("strides", [0, -1]),
+        ("padding", ["x"]),
+    ],
+    "LSTM": [
+        ("units", [0, -1, 1.5]),
+        ("dropout", [1.5, -1]),
+        ("activation", ["nope"]),
+        ("return_sequences", ["yes", 3]),
+    ],
     "Reshape": [("target_shape", [[7, 7], [-1, -1], [0], 5, "x", None, [10**20]])],
     "Concatenate": [("axis", [5, -9, "x", 1.5])],
     "Flatten": [("data_format", ["nope", 3])],
@@ -99,7 +121,18 @@ LAYER_ARGS = {
 OPTIMIZER_ARGS = [("learning_rate", [math.nan, -1, 0, math.inf, "fast", 1e308, [0.1], None]),
                   ("beta_1", [2, -1, math.nan]), ("epsilon", [-1, math.nan]), ("clipnorm", [-1, "x"]),
                   ("weight_decay", [math.nan, "x"]), ("momentum", [-1]), ("bogus", [1])]  # fmt: skip
-OPTIMIZERS = ["adam", "sgd", "rmsprop", "adamw", "nadam", "adagrad", "Adam", "NoSuchOpt", "adamm", "lion"]
+OPTIMIZERS = [
+    "adam",
+    "sgd",
+    "rmsprop",
+    "adamw",
+    "nadam",
+    "adagrad",
+    "Adam",
+    "NoSuchOpt",
+    "adamm",
+    "lion",
+]
 LOSSES = ["mse", "huber", "NoSuchLoss", "categorical_crossentropy", {"Huber": {"delta": -1}},
           {"SparseCategoricalCrossentropy": {"from_logits": "maybe"}}, {"NoSuch": {}}, 3]  # fmt: skip
 METRICS = [["accuracy", "nope"], ["auc"], [{"Precision": {"thresholds": 2}}], [{"AUC": {"num_thresholds": -5}}],
@@ -187,7 +220,9 @@ def _m_wrong_type(rng, tree):
 
 
 def _m_out_of_range(rng, tree):
-    nums = [p for p, v in _walk(tree) if p and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    nums = [
+        p for p, v in _walk(tree) if p and isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
     if not nums:
         return _m_wrong_type(rng, tree)
     _set(tree, rng.choice(nums), rng.choice(RANGE))
@@ -233,7 +268,9 @@ def _m_unknown_key(rng, tree):
     maps = [v for _, v in _walk(tree) if isinstance(v, dict)]
     mapping = rng.choice(maps)
     near = _typo(rng, rng.choice(list(mapping))) if mapping else "x"
-    mapping.setdefault(rng.choice([near, rng.choice(NAMES) or "blank", "1", "null"]), rng.choice(WRONG))
+    mapping.setdefault(
+        rng.choice([near, rng.choice(NAMES) or "blank", "1", "null"]), rng.choice(WRONG)
+    )
 
 
 def _m_nest(rng, tree):
@@ -265,9 +302,13 @@ def _m_targeted_name(rng, tree):
     elif where == 1:
         tree.setdefault("compile", {})
         if isinstance(tree["compile"], dict):
-            tree["compile"]["optimizer"] = rng.choice([rng.choice(NAMES), {rng.choice(NAMES): {}}, ["adam"]])
+            tree["compile"]["optimizer"] = rng.choice(
+                [rng.choice(NAMES), {rng.choice(NAMES): {}}, ["adam"]]
+            )
     elif where == 2 and isinstance(tree.get("compile"), dict):
-        tree["compile"][rng.choice(["loss", "metrics"])] = rng.choice([rng.choice(NAMES), [rng.choice(NAMES)]])
+        tree["compile"][rng.choice(["loss", "metrics"])] = rng.choice(
+            [rng.choice(NAMES), [rng.choice(NAMES)]]
+        )
     elif where == 3:
         tree.setdefault("train", {})
         if isinstance(tree["train"], dict):
@@ -295,13 +336,17 @@ def _t_truncate(rng, text):
 
 def _t_bad_utf8(rng, text):
     i = rng.randrange(len(text) + 1)
-    junk = rng.choice([b"\x80", b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xe2\x82", b"\xc0\xaf"])
+    junk = rng.choice(
+        [b"\x80", b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xe2\x82", b"\xc0\xaf"]
+    )
     return text[:i] + junk + text[i:]
 
 
 def _t_control(rng, text):
     i = rng.randrange(len(text) + 1)
-    junk = rng.choice(["\x00", "\x07", "\x1b", "\x7f", "\ufffe", "\ud7ff", "\x85", "\u2028", "\t", "\r", "\x0c"])
+    junk = rng.choice(
+        ["\x00", "\x07", "\x1b", "\x7f", "\ufffe", "\ud7ff", "\x85", "\u2028", "\t", "\r", "\x0c"]
+    )
     return text[:i] + junk.encode("utf-8", "surrogatepass") + text[i:]
 
 
@@ -327,13 +372,17 @@ def _t_trap(rng, text):
 
 def _t_duplicate(rng, text):
     lines = _lines(text)
-    cands = [i for i, ln in enumerate(lines) if b":" in ln and not ln.lstrip().startswith((b"#", b"-"))]
+    cands = [
+        i for i, ln in enumerate(lines) if b":" in ln and not ln.lstrip().startswith((b"#", b"-"))
+    ]
     if not cands:
         return text + b"\n" + text
     i = rng.choice(cands)
     indent = len(lines[i]) - len(lines[i].lstrip())
     j = i + 1  # copy the whole block under the key
-    while j < len(lines) and (not lines[j].strip() or len(lines[j]) - len(lines[j].lstrip()) > indent):
+    while j < len(lines) and (
+        not lines[j].strip() or len(lines[j]) - len(lines[j].lstrip()) > indent
+    ):
         j += 1
     return b"\n".join(lines[:j] + lines[i:j] + lines[j:])
 
@@ -360,10 +409,19 @@ def _t_alias(rng, text):
     if form == 0:
         return b"\n".join(bomb) + b"\n" + text
     if form == 1:  # bomb used where a list is expected
-        return b"\n".join(bomb) + b"\n" + text.replace(b"metrics: [", b"metrics: [*a%d, " % (depth - 1), 1)
+        return (
+            b"\n".join(bomb)
+            + b"\n"
+            + text.replace(b"metrics: [", b"metrics: [*a%d, " % (depth - 1), 1)
+        )
     if form == 2:
         return text + b"\nx: &r [*r]\n"  # an alias to itself: undefined at that point
-    return b"base: &b {units: 8}\n" + text + b"\nmore:\n  <<: " + rng.choice([b"*b", b"5", b"[1, 2]", b"*nope"])
+    return (
+        b"base: &b {units: 8}\n"
+        + text
+        + b"\nmore:\n  <<: "
+        + rng.choice([b"*b", b"5", b"[1, 2]", b"*nope"])
+    )
 
 
 def _t_deep(rng, text):
@@ -444,11 +502,11 @@ def _k_mutate(rng, tree) -> None:
     entries = []  # (layer class, its args mapping holder, key)
     if "sequential" in model:
         for i, entry in enumerate(model["sequential"]):
-            (name, args), = (entry.items() if isinstance(entry, dict) else [(entry, None)])
+            ((name, args),) = entry.items() if isinstance(entry, dict) else [(entry, None)]
             entries.append((name, model["sequential"], i))
     else:
         for node in model["functional"]["graph"]:
-            (_, spec), = node.items()
+            ((_, spec),) = node.items()
             name = next((k for k in spec if k != "in"), None)
             if name and name != "use":
                 entries.append((name, spec, name))
@@ -459,7 +517,11 @@ def _k_mutate(rng, tree) -> None:
         arg, values = rng.choice(cands)
         if isinstance(holder, list):  # a sequential entry
             entry = holder[key]
-            args = dict(entry[name] or {}) if isinstance(entry, dict) and isinstance(entry.get(name), dict) else {}
+            args = (
+                dict(entry[name] or {})
+                if isinstance(entry, dict) and isinstance(entry.get(name), dict)
+                else {}
+            )
             args[arg] = rng.choice(values)
             holder[key] = {name: args}
         else:
@@ -653,7 +715,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("-n", type=int, default=2000, help="recipes to fuzz (default 2000)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--build-share", type=float, default=0.1, help="share of Keras-stage mutations (default 0.1)")
+    p.add_argument(
+        "--build-share",
+        type=float,
+        default=0.1,
+        help="share of Keras-stage mutations (default 0.1)",
+    )
     p.add_argument("--no-build", action="store_true", help="schema stage only (no TensorFlow)")
     args = p.parse_args(argv)
     start = time.perf_counter()

@@ -121,7 +121,9 @@ def test_nan_in_any_keras_argument_is_refused(tmp_path):
     """Keras itself takes Adam(beta_1=nan) and would train to NaN."""
     from kerakit.run import check
 
-    path = _recipe(tmp_path, (DIGITS_MLP % ("0.5", "0.001")).replace("learning_rate: 0.001", "beta_1: .nan"))
+    path = _recipe(
+        tmp_path, (DIGITS_MLP % ("0.5", "0.001")).replace("learning_rate: 0.001", "beta_1: .nan")
+    )
     with pytest.raises(RecipeError) as info:
         check(path, print_fn=lambda *a: None)
     assert info.value.path == "compile.optimizer.adam.beta_1" and info.value.line == 9
@@ -130,10 +132,22 @@ def test_nan_in_any_keras_argument_is_refused(tmp_path):
 @pytest.mark.parametrize(
     "text, line, words",
     [
-        ("data: {source: digits}\nmodel: {input_shape: [64], sequential: [Dense: {units: 3}]}\nx: \x0c\n", 3, "U+000C"),
+        (
+            "data: {source: digits}\nmodel: {input_shape: [64], sequential: [Dense: {units: 3}]}\nx: \x0c\n",
+            3,
+            "U+000C",
+        ),
         ("data: {source: digits}\n\x00", 2, "U+0000"),
-        ("data: {source: digits}\nmodel: " + "[" * 5000 + "]" * 5000 + "\n", 2, "nested more than 64"),
-        ("data: {source: digits}\nmodel: " + "{a: " * 100 + "1" + "}" * 100 + "\n", 2, "nested more than 64"),
+        (
+            "data: {source: digits}\nmodel: " + "[" * 5000 + "]" * 5000 + "\n",
+            2,
+            "nested more than 64",
+        ),
+        (
+            "data: {source: digits}\nmodel: " + "{a: " * 100 + "1" + "}" * 100 + "\n",
+            2,
+            "nested more than 64",
+        ),
         ("data: {source: digits}\nname: caf\xe9\n".encode("latin-1"), 2, "not valid UTF-8"),
     ],
     ids=["control_char", "nul", "deep_flow_list", "deep_flow_map", "latin1"],
@@ -194,7 +208,10 @@ def test_values_that_raised_raw_errors_are_recipe_errors(change, path):
 
 @pytest.mark.parametrize(
     "entry, words",
-    [("{TFSMLayer: /tmp/some_saved_model}", "TensorFlow graph"), ("{Lambda: {function: os.system}}", "Python code")],
+    [
+        ("{TFSMLayer: /tmp/some_saved_model}", "TensorFlow graph"),
+        ("{Lambda: {function: os.system}}", "Python code"),
+    ],
     ids=["TFSMLayer", "Lambda"],
 )
 def test_layers_that_would_run_foreign_code_are_refused(tmp_path, entry, words):
