@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
 SCHEMA_LIMIT_S = 10.0  # one schema-stage case (milliseconds normally; the machine is shared)
 BUILD_LIMIT_S = 60.0  # one Keras build and compile
+BIG = 4096  # no integer in a model section built with Keras is larger than this
 
 # ----------------------------------------------------------------------------- value pools
 
@@ -487,9 +488,17 @@ TEXT_MUTATORS = [_t_truncate, _t_bad_utf8, _t_control, _t_trap, _t_trap, _t_dupl
 
 
 def _buildable(tree) -> bool:
-    """Builds without loading slow or networked data: sequential with input_shape, functional, or digits."""
+    """Builds in well under a second, offline: no transfer backbone, no huge sizes, no slow data.
+
+    Sizes past `BIG` (``units: 10**12``, ``input_shape: [65536, 28, 1]``) are checked
+    by the schema stage only: Keras would allocate gigabytes, or TensorFlow would
+    retry a failing allocation for 10 s, on a machine shared with others.
+    """
     model = tree.get("model") if isinstance(tree, dict) else None
     if not isinstance(model, dict) or "transfer" in model:
+        return False
+    sizes = [v for _, v in _walk(model) if isinstance(v, int) and not isinstance(v, bool)]
+    if any(abs(v) > BIG for v in sizes) or math.prod(v for v in sizes if v > 0) > BIG**3:
         return False
     if "functional" in model or model.get("input_shape"):
         return True
