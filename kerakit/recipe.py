@@ -130,7 +130,7 @@ def load_recipe(
         raw, positions = load_yaml(data, file)
         base_dir = str(path.resolve().parent)
         if raw is None:
-            raise RecipeError("the recipe is empty; it needs at least `data:` and `model:`", file=file)
+            raise RecipeError("the recipe is empty; it needs at least `data:` and `model:`", file=file, line=1, col=1)
     if overrides:
         apply_overrides(raw, overrides, positions)
     data = resolve(raw, Where(file, positions), default_name=Path(file).stem if file else "recipe")
@@ -199,7 +199,7 @@ def apply_overrides(raw: dict, overrides, positions: dict) -> None:
 
 def _split_override(text: str) -> tuple[str, str]:
     if "=" not in text:
-        raise RecipeError(f"--set needs KEY=VALUE, got {text!r}; for example --set train.epochs=5", file="--set")
+        raise RecipeError(f"needs KEY=VALUE, got {text!r}; for example --set train.epochs=5", file=f"--set {text}")
     key, value = text.split("=", 1)
     return key.strip(), value
 

@@ -144,7 +144,7 @@ BUILD_ERRORS = [
         "model.sequential[0].Dense.unit",
         "did you mean 'units'",
     ),
-    ("negative_units", [{"Dense": {"units": -3}}], (4,), "model.sequential[0].Dense", "units"),
+    ("negative_units", [{"Dense": {"units": -3}}], (4,), "model.sequential[0].Dense.units", "expected a positive integer"),
     (
         "conv_on_flat",
         [{"Dense": 8}, {"Conv2D": {"filters": 3, "kernel_size": 3}}],
