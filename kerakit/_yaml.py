@@ -77,12 +77,16 @@ class _Loader(Reader, Scanner, Parser, Composer, _Resolver):
     # recurses per level: stop at the first level past the cap, with its position.
     def fetch_flow_collection_start(self, TokenClass):
         if self.flow_level >= MAX_DEPTH:
-            raise _TooDeep(problem=f"nested more than {MAX_DEPTH} levels deep", problem_mark=self.get_mark())
+            raise _TooDeep(
+                problem=f"nested more than {MAX_DEPTH} levels deep", problem_mark=self.get_mark()
+            )
         return super().fetch_flow_collection_start(TokenClass)
 
     def add_indent(self, column):
         if len(self.indents) >= MAX_DEPTH:
-            raise _TooDeep(problem=f"nested more than {MAX_DEPTH} levels deep", problem_mark=self.get_mark())
+            raise _TooDeep(
+                problem=f"nested more than {MAX_DEPTH} levels deep", problem_mark=self.get_mark()
+            )
         return super().add_indent(column)
 
 
@@ -131,7 +135,9 @@ class _Builder:
                 path,
             )
         if depth > MAX_DEPTH:
-            raise self.fail(node, f"nested more than {MAX_DEPTH} levels deep; flatten the recipe", path)
+            raise self.fail(
+                node, f"nested more than {MAX_DEPTH} levels deep; flatten the recipe", path
+            )
         tag = node.tag
         if tag != _PLAIN and tag not in _ALLOWED_TAGS:
             raise self.fail(
@@ -211,7 +217,9 @@ class _Builder:
         for item in reversed(nodes):
             value = self.build(item, path, depth + 1)
             if not isinstance(value, dict):
-                raise self.fail(item, "a merge key (<<) needs a mapping or a list of mappings", path + ("<<",))
+                raise self.fail(
+                    item, "a merge key (<<) needs a mapping or a list of mappings", path + ("<<",)
+                )
             result.update(value)
         return result
 
@@ -240,7 +248,9 @@ def load_yaml(data: str | bytes, file: str | None = None) -> tuple[Any, dict]:
                 col=col,
             ) from None
     elif len(data) > MAX_BYTES:
-        raise RecipeError(f"the text is {len(data):,} characters; recipes are capped at {MAX_BYTES:,}", file=file)
+        raise RecipeError(
+            f"the text is {len(data):,} characters; recipes are capped at {MAX_BYTES:,}", file=file
+        )
     loader = None
     try:
         loader = _Loader(data)  # the reader refuses control characters right here
@@ -274,7 +284,8 @@ def load_yaml(data: str | bytes, file: str | None = None) -> tuple[Any, dict]:
         raise RecipeError(f"this is not valid YAML: {exc}", file=file) from None
     except RecursionError:
         raise RecipeError(
-            f"the YAML is nested too deeply (the limit is {MAX_DEPTH} levels); flatten it", file=file
+            f"the YAML is nested too deeply (the limit is {MAX_DEPTH} levels); flatten it",
+            file=file,
         ) from None
     finally:
         if loader is not None:
@@ -315,4 +326,6 @@ def dump_yaml(value: Any) -> str:
     _Dumper.add_representer(str, _str)
     _Dumper.add_representer(float, _float)
     _Dumper.add_representer(tuple, lambda d, v: d.represent_list(list(v)))
-    return yaml.dump(value, Dumper=_Dumper, sort_keys=False, default_flow_style=None, allow_unicode=True)
+    return yaml.dump(
+        value, Dumper=_Dumper, sort_keys=False, default_flow_style=None, allow_unicode=True
+    )

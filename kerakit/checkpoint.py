@@ -419,7 +419,9 @@ class DivergenceWatch(keras.callbacks.Callback):
 
         kept = []
         if self.run_dir is not None:
-            kept = [p.name for p in (self.run_dir / "best.keras", self.run_dir / "backup") if p.exists()]
+            kept = [
+                p.name for p in (self.run_dir / "best.keras", self.run_dir / "backup") if p.exists()
+            ]
         saved = f"kept (finite): {', '.join(kept)}" if kept else "nothing had been saved yet"
         raise TrainingDiverged(
             f"training diverged: the loss became {float(loss)} in epoch {self._epoch + 1}, batch {batch + 1}; "

@@ -40,35 +40,77 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("recipe", help="a recipe YAML file")
         c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a recipe value, e.g. --set train.epochs=5 (typed like YAML)")  # fmt: skip
-        c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        c.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
         return c
 
     recipe_cmd("check", "validate a recipe, build and compile its model, print the summary")
     t = recipe_cmd("train", "train a recipe and leave a run folder")
     t.add_argument("--epochs", type=int, help="override train.epochs")
-    t.add_argument("--resume", metavar="RUN", help="resume this run folder (default: the newest unfinished run)")
-    t.add_argument("--new", action="store_true", help="start a new run even if an unfinished one exists")
-    t.add_argument("--workers", metavar="HOST:PORT,...", help="multi-worker training: every worker, same order on each")
-    t.add_argument("--worker-index", type=int, metavar="I", help="this worker's index in --workers (0 is the chief)")
+    t.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="resume this run folder (default: the newest unfinished run)",
+    )
+    t.add_argument(
+        "--new", action="store_true", help="start a new run even if an unfinished one exists"
+    )
+    t.add_argument(
+        "--workers",
+        metavar="HOST:PORT,...",
+        help="multi-worker training: every worker, same order on each",
+    )
+    t.add_argument(
+        "--worker-index",
+        type=int,
+        metavar="I",
+        help="this worker's index in --workers (0 is the chief)",
+    )
     a = recipe_cmd("augment", "preview the recipe's augmentation")
-    a.add_argument("--preview", metavar="PNG", required=True, help="write a grid of original and augmented images")
+    a.add_argument(
+        "--preview",
+        metavar="PNG",
+        required=True,
+        help="write a grid of original and augmented images",
+    )
     a.add_argument("-n", type=int, default=16, help="number of images")
 
     e = sub.add_parser("evaluate", help="evaluate a run folder or a model file on test data")
     e.add_argument("model", metavar="RUN_OR_MODEL")
-    e.add_argument("--data", metavar="SOURCE", help="a data source (as in data.source); default: the run's recipe")
-    e.add_argument("--unsafe", action="store_true", help="trust the model file (allows code in it; see docs/security.md)")
-    e.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    e.add_argument(
+        "--data",
+        metavar="SOURCE",
+        help="a data source (as in data.source); default: the run's recipe",
+    )
+    e.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="trust the model file (allows code in it; see docs/security.md)",
+    )
+    e.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
 
     pr = sub.add_parser("predict", help="predict with a run folder or a model file")
     pr.add_argument("model", metavar="RUN_OR_MODEL")
-    pr.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, a .npy/.npz, or a .csv")
+    pr.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image files, a .npy/.npz, or a .csv"
+    )
     pr.add_argument("--output", metavar="FILE", help="write predictions to a .csv or .json file")
     pr.add_argument("--top", type=int, default=3, help="classes to show per input (default 3)")
-    pr.add_argument("--unsafe", action="store_true", help="trust the model file (allows code in it; see docs/security.md)")
-    pr.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    pr.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="trust the model file (allows code in it; see docs/security.md)",
+    )
+    pr.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
 
-    ls = sub.add_parser("list", help="list presets, callback bundles, backbones or augmentation presets")
+    ls = sub.add_parser(
+        "list", help="list presets, callback bundles, backbones or augmentation presets"
+    )
     ls.add_argument("what", choices=["presets", "bundles", "backbones", "augment"])
     return p
 
@@ -126,7 +168,9 @@ def _dispatch(args, argv) -> int:
 
             from kerakit.distribute import tf_config_from_flags
 
-            os.environ["TF_CONFIG"] = json.dumps(tf_config_from_flags(args.worker_index, args.workers))
+            os.environ["TF_CONFIG"] = json.dumps(
+                tf_config_from_flags(args.worker_index, args.workers)
+            )
             overrides.append("train.distribute=multi_worker")
         if args.epochs is not None:
             overrides.append(f"train.epochs={args.epochs}")
@@ -146,7 +190,14 @@ def _dispatch(args, argv) -> int:
     if cmd == "predict":
         from kerakit.inference import predict_files
 
-        predict_files(args.model, args.inputs, output=args.output, top=args.top, trusted=args.unsafe, print_fn=print)
+        predict_files(
+            args.model,
+            args.inputs,
+            output=args.output,
+            top=args.top,
+            trusted=args.unsafe,
+            print_fn=print,
+        )
         return 0
     if cmd == "augment":
         from kerakit.recipe import load_recipe

@@ -65,7 +65,11 @@ def _accepted_arguments(cls: type) -> list[str]:
             params = inspect.signature(init).parameters.values()
         except (TypeError, ValueError):
             continue
-        names += [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"]
+        names += [
+            p.name
+            for p in params
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"
+        ]
     # Keras layers also take these through **kwargs
     if issubclass(cls, keras.layers.Layer):
         names += ["input_shape", "input_dim", "batch_size", "name", "dtype", "trainable"]
@@ -96,14 +100,18 @@ def instantiate(cls: type, args: Any, where: Where, what: str):
                         f"its arguments are: {', '.join(a for a in accepted if not a.startswith('_'))}"
                     ) from None
         msg = " ".join(str(exc).split()) or type(exc).__name__
-        raise _at_argument(where, args, msg).error(f"cannot create {what} {cls.__name__}: {msg}") from None
+        raise _at_argument(where, args, msg).error(
+            f"cannot create {what} {cls.__name__}: {msg}"
+        ) from None
 
 
 def _at_argument(where: Where, args: Any, message: str) -> Where:
     """Point at the argument Keras's message names (`rate`, "Received: rate=1.5"), if any."""
     if isinstance(args, Mapping):
         for key in args:
-            if isinstance(key, str) and re.search(rf"`{re.escape(key)}`|\b{re.escape(key)}=|'{re.escape(key)}'", message):
+            if isinstance(key, str) and re.search(
+                rf"`{re.escape(key)}`|\b{re.escape(key)}=|'{re.escape(key)}'", message
+            ):
                 return where.at(key)
         if len(args) == 1:  # one argument given: it is the one Keras refused
             return where.at(next(iter(args)))
@@ -123,16 +131,22 @@ def _resolve(kind: str, module, base: type, value: Any, where: Where, *, keep_st
             raise where.error(f"unknown {kind} {value!r}{did_you_mean(value, _names(module))}")
         return value if keep_strings else obj
     if isinstance(value, Mapping) and len(value) == 1:
-        (name, args), = value.items()
+        ((name, args),) = value.items()
         cls = _find_class(module, str(name), base)
         if cls is None:
-            raise where.at(name).error(f"unknown {kind} {name!r}{did_you_mean(name, _names(module))}")
+            raise where.at(name).error(
+                f"unknown {kind} {name!r}{did_you_mean(name, _names(module))}"
+            )
         return instantiate(cls, args if args is not None else {}, where.at(name), kind)
-    raise where.error(f"expected a {kind} name, {{name: {{args}}}} or a Keras object, got {value!r}")
+    raise where.error(
+        f"expected a {kind} name, {{name: {{args}}}} or a Keras object, got {value!r}"
+    )
 
 
 def get_optimizer(value: Any, where: Where = NOWHERE) -> keras.optimizers.Optimizer:
-    return _resolve("optimizer", keras.optimizers, keras.optimizers.Optimizer, value, where, keep_strings=False)
+    return _resolve(
+        "optimizer", keras.optimizers, keras.optimizers.Optimizer, value, where, keep_strings=False
+    )
 
 
 def get_loss(value: Any, where: Where = NOWHERE):
@@ -170,7 +184,9 @@ def infer_preset(model: keras.Model) -> dict[str, tuple[str, str]]:
     return result
 
 
-def resolve_compile(section: Mapping | None, model: keras.Model, *, where: Where = NOWHERE) -> tuple[dict, list[str]]:
+def resolve_compile(
+    section: Mapping | None, model: keras.Model, *, where: Where = NOWHERE
+) -> tuple[dict, list[str]]:
     """Fill a compile section for this model: the preset (inferred if 'auto'), optimizer, loss, metrics.
 
     Returns the resolved section (plain values, YAML-dumpable) and notes on what was chosen.
@@ -186,11 +202,15 @@ def resolve_compile(section: Mapping | None, model: keras.Model, *, where: Where
             notes.append(f"compile preset: {preset} (inferred: {why})")
         else:
             per = {o: p for o, (p, _) in inferred.items()}
-            notes.append("compile presets per output: " + ", ".join(f"{o}={p}" for o, p in per.items()))
+            notes.append(
+                "compile presets per output: " + ", ".join(f"{o}={p}" for o, p in per.items())
+            )
             if "loss" not in section:
                 section["loss"] = {o: PRESETS[p]["loss"] for o, p in per.items()}
             if "metrics" not in section:
-                section["metrics"] = {o: copy.deepcopy(PRESETS[p]["metrics"]) for o, p in per.items()}
+                section["metrics"] = {
+                    o: copy.deepcopy(PRESETS[p]["metrics"]) for o, p in per.items()
+                }
             preset = "per_output"
     base = PRESETS.get(preset, {})
     for key in ("optimizer", "loss", "metrics"):
@@ -253,8 +273,17 @@ def compile_model(
     Example:
         >>> compile_model(model, "multiclass", optimizer={"adam": {"learning_rate": 1e-3}})
     """
-    section = {"preset": preset or "auto", "steps_per_execution": steps_per_execution, "jit_compile": jit_compile}
-    for key, value in (("optimizer", optimizer), ("loss", loss), ("metrics", metrics), ("loss_weights", loss_weights)):
+    section = {
+        "preset": preset or "auto",
+        "steps_per_execution": steps_per_execution,
+        "jit_compile": jit_compile,
+    }
+    for key, value in (
+        ("optimizer", optimizer),
+        ("loss", loss),
+        ("metrics", metrics),
+        ("loss_weights", loss_weights),
+    ):
         if value is not None:
             section[key] = value
     if section["preset"] not in ("auto", *PRESETS):
@@ -274,10 +303,14 @@ def apply_compile(model: keras.Model, section: Mapping, *, where: Where = NOWHER
     outputs = list(_output_layers(model))
 
     def per_output(value, fn, w, many):
-        if isinstance(value, Mapping) and not (len(value) == 1 and not isinstance(next(iter(value.values())), (list, str))):
+        if isinstance(value, Mapping) and not (
+            len(value) == 1 and not isinstance(next(iter(value.values())), (list, str))
+        ):
             for name in value:
                 if name not in outputs:
-                    raise w.at(name).error(f"the model has no output named {name!r}{did_you_mean(name, outputs)}; its outputs are {outputs}")
+                    raise w.at(name).error(
+                        f"the model has no output named {name!r}{did_you_mean(name, outputs)}; its outputs are {outputs}"
+                    )
             return {k: per_output(v, fn, w.at(k), many) for k, v in value.items()}
         if many:
             items = value if isinstance(value, list) else [value]
@@ -288,8 +321,12 @@ def apply_compile(model: keras.Model, section: Mapping, *, where: Where = NOWHER
     metrics = section.get("metrics")
     kwargs = {
         "optimizer": get_optimizer(section.get("optimizer", "adam"), where.at("optimizer")),
-        "loss": per_output(loss, get_loss, where.at("loss"), many=False) if loss is not None else None,
-        "metrics": per_output(metrics, get_metric, where.at("metrics"), many=True) if metrics else None,
+        "loss": per_output(loss, get_loss, where.at("loss"), many=False)
+        if loss is not None
+        else None,
+        "metrics": per_output(metrics, get_metric, where.at("metrics"), many=True)
+        if metrics
+        else None,
         "steps_per_execution": section.get("steps_per_execution", 1),
         "jit_compile": section.get("jit_compile", False),
     }

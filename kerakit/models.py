@@ -63,12 +63,34 @@ def _is_layer_spec(value: Any) -> bool:
     if not (isinstance(value, Mapping) and len(value) == 1):
         return False
     name = next(iter(value))
-    return isinstance(name, str) and name[:1].isupper() and inspect.isclass(getattr(keras.layers, name, None))
+    return (
+        isinstance(name, str)
+        and name[:1].isupper()
+        and inspect.isclass(getattr(keras.layers, name, None))
+    )
+
+
+# Lookup layers read a vocabulary (or stop words) from a file when given a string: a recipe
+# from someone else must not make kerakit read files it names (docs/security.md).
+_FILE_ARGUMENTS = {"vocabulary", "stop_words", "idf_weights"}
+
+
+def _refuse_file_arguments(cls: type, args: Any, where: Where) -> None:
+    lookup = (keras.layers.StringLookup, keras.layers.IntegerLookup, keras.layers.TextVectorization)
+    if not (issubclass(cls, lookup) and isinstance(args, Mapping)):
+        return
+    for key in _FILE_ARGUMENTS & set(args):
+        if isinstance(args[key], str):
+            raise where.at(key).error(
+                f"{cls.__name__}.{key} names a file ({args[key]!r}); a recipe does not make kerakit read "
+                "files: give the values as a list in the recipe, or adapt() the layer in Python"
+            )
 
 
 def make_layer(name: str, args: Any, where: Where = NOWHERE, *, default_name: str | None = None):
     """One layer from its class name and arguments (a mapping, a positional value or list)."""
     cls = get_layer_class(name, where)
+    _refuse_file_arguments(cls, args, where)
     if isinstance(args, Mapping):
         # Nested layers (Bidirectional's `layer`, TimeDistributed's) are written as layer entries too.
         args = {
@@ -104,12 +126,14 @@ def _call_error(exc: Exception, name: str, where: Where, in_shape) -> RecipeErro
     return where.error(f"{name} cannot take an input of shape {_shape_text(in_shape)}: {first}")
 
 
-def build_sequential(layers: list, input_shape, *, name: str | None = None, where: Where = NOWHERE) -> keras.Model:
+def build_sequential(
+    layers: list, input_shape, *, name: str | None = None, where: Where = NOWHERE
+) -> keras.Model:
     model = keras.Sequential(name=name)
     model.add(keras.Input(shape=tuple(input_shape)))
     shape = (None, *input_shape)
     for i, entry in enumerate(layers):
-        (cls_name, args), = entry.items()
+        ((cls_name, args),) = entry.items()
         w = where.at(i, cls_name)
         layer = make_layer(cls_name, args, w)
         try:
@@ -123,7 +147,7 @@ def build_sequential(layers: list, input_shape, *, name: str | None = None, wher
 def _topological(graph: list) -> list[tuple[str, dict, int]]:
     nodes = {}
     for i, item in enumerate(graph):
-        (node, spec), = item.items()
+        ((node, spec),) = item.items()
         nodes[node] = (spec, i)
     order, done = [], set()
 
@@ -141,12 +165,16 @@ def _topological(graph: list) -> list[tuple[str, dict, int]]:
     return order
 
 
-def build_functional(spec: Mapping, *, name: str | None = None, where: Where = NOWHERE) -> keras.Model:
+def build_functional(
+    spec: Mapping, *, name: str | None = None, where: Where = NOWHERE
+) -> keras.Model:
     inputs = {n: keras.Input(shape=tuple(s), name=n) for n, s in spec["inputs"].items()}
     shared = {}
     for lname, entry in (spec.get("layers") or {}).items():
-        (cls_name, args), = entry.items()
-        shared[lname] = make_layer(cls_name, args, where.at("layers", lname, cls_name), default_name=lname)
+        ((cls_name, args),) = entry.items()
+        shared[lname] = make_layer(
+            cls_name, args, where.at("layers", lname, cls_name), default_name=lname
+        )
     tensors: dict[str, Any] = dict(inputs)
     for node, nspec, i in _topological(spec["graph"]):
         w = where.at("graph", i, node)
@@ -155,7 +183,7 @@ def build_functional(spec: Mapping, *, name: str | None = None, where: Where = N
         if "use" in nspec:
             layer, label = shared[nspec["use"]], nspec["use"]
         else:
-            (cls_name, args), = ((k, v) for k, v in nspec.items() if k != "in")
+            ((cls_name, args),) = ((k, v) for k, v in nspec.items() if k != "in")
             w = w.at(cls_name)
             layer, label = make_layer(cls_name, args, w, default_name=node), cls_name
         try:
@@ -224,9 +252,16 @@ def build_model(
     if shape is None and recipe is not None:
         from kerakit.data import load_data
 
-        shape = load_data(recipe["data"], base_dir=recipe.base_dir, seed=recipe["seed"], where=recipe.where.at("data")).input_shape
+        shape = load_data(
+            recipe["data"],
+            base_dir=recipe.base_dir,
+            seed=recipe["seed"],
+            where=recipe.where.at("data"),
+        ).input_shape
     if shape is None:
-        raise where.error("the model needs an input shape: set model.input_shape (e.g. [28, 28, 1]) or pass input_shape=")
+        raise where.error(
+            "the model needs an input shape: set model.input_shape (e.g. [28, 28, 1]) or pass input_shape="
+        )
     return build_sequential(section["sequential"], shape, name=name, where=where.at("sequential"))
 
 

@@ -331,7 +331,9 @@ def _mark_best(ax, x: np.ndarray, val_loss: list) -> None:
 
 def _mark_stages(ax, stage: list) -> None:
     # history.csv numbers read back as floats: show 1.0 as "stage 1"
-    stage = [f"stage {int(v)}" if isinstance(v, float) and v.is_integer() else str(v) for v in stage]
+    stage = [
+        f"stage {int(v)}" if isinstance(v, float) and v.is_integer() else str(v) for v in stage
+    ]
     if len(set(stage)) < 2:
         return
     starts = [0] + [i for i in range(1, len(stage)) if stage[i] != stage[i - 1]]

@@ -22,7 +22,17 @@ from kerakit._yaml import dump_yaml, load_yaml
 from kerakit.errors import RecipeError, Where, did_you_mean
 from kerakit.presets import PRESETS
 
-TOP_KEYS = ["name", "seed", "deterministic", "data", "augment", "model", "compile", "train", "output"]
+TOP_KEYS = [
+    "name",
+    "seed",
+    "deterministic",
+    "data",
+    "augment",
+    "model",
+    "compile",
+    "train",
+    "output",
+]
 MODEL_KINDS = ["sequential", "functional", "transfer"]
 COMPILE_KEYS = [
     "preset", "optimizer", "loss", "metrics", "loss_weights", "steps_per_execution", "jit_compile",
@@ -117,7 +127,12 @@ def load_recipe(
         >>> recipe = load_recipe("configs/digits_cnn.yaml", overrides=["train.epochs=3"])
     """
     if isinstance(source, Recipe):
-        raw, file, base_dir, positions = source.to_dict(), source.file, source.base_dir, dict(source.positions)
+        raw, file, base_dir, positions = (
+            source.to_dict(),
+            source.file,
+            source.base_dir,
+            dict(source.positions),
+        )
     elif isinstance(source, Mapping):
         raw, file, base_dir, positions = copy.deepcopy(dict(source)), None, os.getcwd(), {}
     else:
@@ -130,7 +145,12 @@ def load_recipe(
         raw, positions = load_yaml(data, file)
         base_dir = str(path.resolve().parent)
         if raw is None:
-            raise RecipeError("the recipe is empty; it needs at least `data:` and `model:`", file=file, line=1, col=1)
+            raise RecipeError(
+                "the recipe is empty; it needs at least `data:` and `model:`",
+                file=file,
+                line=1,
+                col=1,
+            )
     if overrides:
         apply_overrides(raw, overrides, positions)
     data = resolve(raw, Where(file, positions), default_name=Path(file).stem if file else "recipe")
@@ -150,7 +170,9 @@ def parse_key_path(text: str) -> tuple:
             pos += 1
         m = _SEGMENT.match(text, pos)
         if not m:
-            raise RecipeError(f"cannot read the key path {text!r}; write it like train.epochs or model.sequential[0].Dense.units")
+            raise RecipeError(
+                f"cannot read the key path {text!r}; write it like train.epochs or model.sequential[0].Dense.units"
+            )
         parts.append(m.group(1) if m.group(1) is not None else int(m.group(2)))
         pos = m.end()
     if not parts:
@@ -160,7 +182,11 @@ def parse_key_path(text: str) -> tuple:
 
 def apply_overrides(raw: dict, overrides, positions: dict) -> None:
     """Apply ``KEY=VALUE`` overrides (dotted paths; values typed like YAML) in place."""
-    items = overrides.items() if isinstance(overrides, Mapping) else [_split_override(o) for o in overrides]
+    items = (
+        overrides.items()
+        if isinstance(overrides, Mapping)
+        else [_split_override(o) for o in overrides]
+    )
     for key, value in items:
         label = f"--set {key}={value}" if not isinstance(overrides, Mapping) else f"override {key}"
         try:
@@ -181,7 +207,9 @@ def apply_overrides(raw: dict, overrides, positions: dict) -> None:
                 node = node[part]
             else:
                 if not isinstance(node, dict):
-                    raise RecipeError("this is not a mapping; cannot set a key in it", file=label, path=where[:-1])
+                    raise RecipeError(
+                        "this is not a mapping; cannot set a key in it", file=label, path=where[:-1]
+                    )
                 if node.get(part) is None:
                     node[part] = {}
                 node = node[part]
@@ -190,7 +218,9 @@ def apply_overrides(raw: dict, overrides, positions: dict) -> None:
             if not isinstance(node, list) or not -len(node) <= last < len(node):
                 raise RecipeError(f"there is no item [{last}] here", file=label, path=path)
         elif not isinstance(node, dict):
-            raise RecipeError("this is not a mapping; cannot set a key in it", file=label, path=path[:-1])
+            raise RecipeError(
+                "this is not a mapping; cannot set a key in it", file=label, path=path[:-1]
+            )
         node[last] = value
         for known in [p for p in positions if p[: len(path)] == path]:
             del positions[known]
@@ -199,7 +229,9 @@ def apply_overrides(raw: dict, overrides, positions: dict) -> None:
 
 def _split_override(text: str) -> tuple[str, str]:
     if "=" not in text:
-        raise RecipeError(f"needs KEY=VALUE, got {text!r}; for example --set train.epochs=5", file=f"--set {text}")
+        raise RecipeError(
+            f"needs KEY=VALUE, got {text!r}; for example --set train.epochs=5", file=f"--set {text}"
+        )
     key, value = text.split("=", 1)
     return key.strip(), value
 
@@ -240,7 +272,9 @@ def resolve(raw: Any, where: Where, *, default_name: str = "recipe") -> dict:
         out["augment"] = resolve_augment(raw["augment"], where.at("augment"), seed=seed)
     else:
         out["augment"] = None
-    out["model"] = resolve_model(raw["model"], where.at("model"), image_size=out["data"].get("image_size"))
+    out["model"] = resolve_model(
+        raw["model"], where.at("model"), image_size=out["data"].get("image_size")
+    )
     out["compile"] = resolve_compile_section(raw.get("compile") or {}, where.at("compile"))
     out["train"] = resolve_train(raw.get("train") or {}, where.at("train"))
     out["output"] = resolve_output(raw.get("output") or {}, where.at("output"))
@@ -253,7 +287,9 @@ def resolve_model(section: Any, where: Where, *, image_size=None) -> dict:
     kinds = [k for k in MODEL_KINDS if k in section]
     if len(kinds) != 1:
         got = f"both {kinds[0]!r} and {kinds[1]!r}" if len(kinds) > 1 else "none of them"
-        raise where.error(f"model needs exactly one of sequential, functional or transfer; got {got}")
+        raise where.error(
+            f"model needs exactly one of sequential, functional or transfer; got {got}"
+        )
     kind = kinds[0]
     out: dict = {}
     if section.get("name") is not None:
@@ -271,7 +307,9 @@ def resolve_model(section: Any, where: Where, *, image_size=None) -> dict:
     else:
         from kerakit.transfer_spec import resolve_transfer
 
-        out["transfer"] = resolve_transfer(section["transfer"], where.at("transfer"), image_size=image_size)
+        out["transfer"] = resolve_transfer(
+            section["transfer"], where.at("transfer"), image_size=image_size
+        )
     return out
 
 
@@ -293,7 +331,9 @@ def layer_entry(entry: Any, where: Where, *, extra: Iterable[str] = ()) -> tuple
     names = [k for k in entry if k not in extra]
     if len(names) != 1:
         what = "no layer class" if not names else f"{len(names)} layer classes ({', '.join(names)})"
-        raise where.error(f"each entry holds exactly one layer class, found {what}; split it into separate entries")
+        raise where.error(
+            f"each entry holds exactly one layer class, found {what}; split it into separate entries"
+        )
     name = names[0]
     args = entry[name]
     if args is None:
@@ -305,7 +345,9 @@ def layer_entry(entry: Any, where: Where, *, extra: Iterable[str] = ()) -> tuple
 
 def resolve_sequential(section: Any, where: Where) -> list:
     if not isinstance(section, list) or not section:
-        raise where.error(f"expected a list of layers, got {S.type_name(section)} {S.show(section)}")
+        raise where.error(
+            f"expected a list of layers, got {S.type_name(section)} {S.show(section)}"
+        )
     out = []
     for i, entry in enumerate(section):
         name, args, _ = layer_entry(entry, where.at(i))
@@ -317,7 +359,9 @@ def resolve_functional(section: Any, where: Where) -> dict:
     S.check_mapping(section, where)
     S.check_keys(section, ["inputs", "layers", "graph", "outputs"], where,
                  required=("inputs", "graph", "outputs"), section="functional")  # fmt: skip
-    inputs = S.check_mapping(section["inputs"], where.at("inputs"), "a mapping of input name to shape")
+    inputs = S.check_mapping(
+        section["inputs"], where.at("inputs"), "a mapping of input name to shape"
+    )
     if not inputs:
         raise where.at("inputs").error("a functional model needs at least one input")
     out_inputs = {n: list(S.check_shape(s, where.at("inputs", n))) for n, s in inputs.items()}
@@ -329,26 +373,36 @@ def resolve_functional(section: Any, where: Where) -> dict:
         out_shared[lname] = {cls: copy.deepcopy(args)}
     graph = section["graph"]
     if not isinstance(graph, list) or not graph:
-        raise where.at("graph").error("expected a list of nodes such as `- conv: {Conv2D: {...}, in: image}`")
+        raise where.at("graph").error(
+            "expected a list of nodes such as `- conv: {Conv2D: {...}, in: image}`"
+        )
     nodes: dict[str, dict] = {}
     node_where: dict[str, Where] = {}
     out_graph = []
     for i, item in enumerate(graph):
         w = where.at("graph", i)
         if not isinstance(item, Mapping) or len(item) != 1:
-            raise w.error("each graph entry is one `node_name: {LayerClass: {...}, in: input_or_node}`")
-        (node, spec), = item.items()
+            raise w.error(
+                "each graph entry is one `node_name: {LayerClass: {...}, in: input_or_node}`"
+            )
+        ((node, spec),) = item.items()
         w = w.at(node)
         if node in out_inputs:
             raise w.error(f"node {node!r} has the same name as an input; rename it")
         if node in nodes:
             raise w.error(f"node {node!r} is defined twice; node names must be unique")
-        S.check_mapping(spec, w, "a mapping like {Dense: {units: 8}, in: x} or {use: shared_layer, in: x}")
+        S.check_mapping(
+            spec, w, "a mapping like {Dense: {units: 8}, in: x} or {use: shared_layer, in: x}"
+        )
         if "in" not in spec:
             raise w.error(f"node {node!r} has no `in:`; say which input or node feeds it")
         ins = spec["in"]
         ins_list = [ins] if isinstance(ins, str) else ins
-        if not isinstance(ins_list, list) or not ins_list or not all(isinstance(x, str) for x in ins_list):
+        if (
+            not isinstance(ins_list, list)
+            or not ins_list
+            or not all(isinstance(x, str) for x in ins_list)
+        ):
             raise w.at("in").error("`in:` takes a name or a list of names of inputs/nodes")
         if "use" in spec:
             S.check_keys(spec, ["use", "in"], w, section=f"node {node!r}")
@@ -369,8 +423,12 @@ def resolve_functional(section: Any, where: Where) -> dict:
     for node, info in nodes.items():
         for ref in info["in"]:
             if ref not in known:
-                raise node_where[node].at("in").error(
-                    f"node {node!r} takes {ref!r}, which is neither an input nor a node{did_you_mean(ref, known)}"
+                raise (
+                    node_where[node]
+                    .at("in")
+                    .error(
+                        f"node {node!r} takes {ref!r}, which is neither an input nor a node{did_you_mean(ref, known)}"
+                    )
                 )
     _check_cycles(nodes, node_where)
     outputs = section["outputs"]
@@ -399,8 +457,10 @@ def _check_cycles(nodes: dict, node_where: dict) -> None:
         if n not in nodes:
             return
         if state.get(n) == 1:
-            cycle = stack[stack.index(n):] + [n]
-            raise node_where[n].error(f"the graph has a cycle: {' -> '.join(cycle)}; a node cannot feed itself")
+            cycle = stack[stack.index(n) :] + [n]
+            raise node_where[n].error(
+                f"the graph has a cycle: {' -> '.join(cycle)}; a node cannot feed itself"
+            )
         if state.get(n) == 2:
             return
         state[n] = 1
@@ -429,14 +489,19 @@ def _check_named(value: Any, where: Where, what: str) -> Any:
     if isinstance(value, str):
         return value
     if isinstance(value, Mapping) and len(value) == 1:
-        (name, args), = value.items()
+        ((name, args),) = value.items()
         if args is None:
             return {name: {}}
         S.check_mapping(args, where.at(name), f"the keyword arguments of {what} {name!r}")
         return {name: dict(args)}
-    example = {"loss": "'mse' or a mapping {Huber: {delta: 2.0}}", "metric": "'accuracy' or a mapping {AUC: {curve: PR}}"}
+    example = {
+        "loss": "'mse' or a mapping {Huber: {delta: 2.0}}",
+        "metric": "'accuracy' or a mapping {AUC: {curve: PR}}",
+    }
     ex = example.get(what, "'adam' or a mapping {adam: {learning_rate: 0.001}}")
-    raise where.error(f"expected {'an' if what[0] in 'aeiou' else 'a'} {what} name such as {ex}, got {S.type_name(value)} {S.show(value)}")
+    raise where.error(
+        f"expected {'an' if what[0] in 'aeiou' else 'a'} {what} name such as {ex}, got {S.type_name(value)} {S.show(value)}"
+    )
 
 
 def resolve_compile_section(section: Any, where: Where) -> dict:
@@ -457,7 +522,9 @@ def resolve_compile_section(section: Any, where: Where) -> dict:
     elif base:
         out["loss"] = base["loss"]
     if "metrics" in section:
-        out["metrics"] = _check_loss_or_metrics(section["metrics"], where.at("metrics"), "metric", many=True)
+        out["metrics"] = _check_loss_or_metrics(
+            section["metrics"], where.at("metrics"), "metric", many=True
+        )
     elif base:
         out["metrics"] = copy.deepcopy(base["metrics"])
     if section.get("loss_weights") is not None:
@@ -469,11 +536,19 @@ def resolve_compile_section(section: Any, where: Where) -> dict:
             for i, v in enumerate(lw):
                 S.check_number(v, where.at("loss_weights", i), minimum=0)
         else:
-            raise where.at("loss_weights").error("expected a mapping of output name to weight, or a list")
+            raise where.at("loss_weights").error(
+                "expected a mapping of output name to weight, or a list"
+            )
         out["loss_weights"] = copy.deepcopy(lw)
     spe = section.get("steps_per_execution", "auto")
     if spe != "auto":
-        S.check_number(spe, where.at("steps_per_execution"), integer=True, minimum=1, what="'auto' or a positive integer")
+        S.check_number(
+            spe,
+            where.at("steps_per_execution"),
+            integer=True,
+            minimum=1,
+            what="'auto' or a positive integer",
+        )
     out["steps_per_execution"] = spe
     jit = section.get("jit_compile", "auto")
     if jit != "auto":
@@ -484,9 +559,14 @@ def resolve_compile_section(section: Any, where: Where) -> dict:
 
 def _check_lr(optimizer: Any, where: Where) -> None:
     if isinstance(optimizer, Mapping):
-        (name, args), = optimizer.items()
+        ((name, args),) = optimizer.items()
         if "learning_rate" in args and not isinstance(args["learning_rate"], Mapping):
-            S.check_number(args["learning_rate"], where.at(name, "learning_rate"), minimum=0, exclusive_minimum=True)
+            S.check_number(
+                args["learning_rate"],
+                where.at(name, "learning_rate"),
+                minimum=0,
+                exclusive_minimum=True,
+            )
 
 
 def _check_loss_or_metrics(value: Any, where: Where, what: str, *, many: bool) -> Any:
@@ -497,7 +577,9 @@ def _check_loss_or_metrics(value: Any, where: Where, what: str, *, many: bool) -
             return [_check_named(v, w, what)]
         return _check_named(v, w, what)
 
-    if isinstance(value, Mapping) and (len(value) != 1 or isinstance(next(iter(value.values())), (list, str))):
+    if isinstance(value, Mapping) and (
+        len(value) != 1 or isinstance(next(iter(value.values())), (list, str))
+    ):
         # per output: {digit: sparse_categorical_crossentropy, parity: binary_crossentropy}
         return {k: one(v, where.at(k)) for k, v in value.items()}
     if isinstance(value, list) and not many:
@@ -509,27 +591,46 @@ def resolve_train(section: Any, where: Where) -> dict:
     S.check_mapping(section, where)
     S.check_keys(section, TRAIN_KEYS, where, section="train")
     out: dict = {}
-    out["epochs"] = S.check_number(section.get("epochs", 10), where.at("epochs"), integer=True, minimum=1)
+    out["epochs"] = S.check_number(
+        section.get("epochs", 10), where.at("epochs"), integer=True, minimum=1
+    )
     from kerakit.callbacks_spec import resolve_callbacks
 
-    out["callbacks"] = resolve_callbacks(section.get("callbacks", "standard"), where.at("callbacks"))
-    out["distribute"] = S.check_choice(section.get("distribute", "none"), DISTRIBUTE, where.at("distribute"), "distribute strategy")
+    out["callbacks"] = resolve_callbacks(
+        section.get("callbacks", "standard"), where.at("callbacks")
+    )
+    out["distribute"] = S.check_choice(
+        section.get("distribute", "none"), DISTRIBUTE, where.at("distribute"), "distribute strategy"
+    )
     if out["distribute"] == "tpu":
         tpu = section.get("tpu", "")
         if not isinstance(tpu, str):
-            raise where.at("tpu").error("`tpu:` is the TPU's name or address, a string ('' for the local TPU)")
+            raise where.at("tpu").error(
+                "`tpu:` is the TPU's name or address, a string ('' for the local TPU)"
+            )
         out["tpu"] = tpu
     elif "tpu" in section:
         raise where.at("tpu").error("`tpu:` is only used with `distribute: tpu`")
-    out["precision"] = S.check_choice(section.get("precision", "auto"), PRECISION, where.at("precision"), "precision")
+    out["precision"] = S.check_choice(
+        section.get("precision", "auto"), PRECISION, where.at("precision"), "precision"
+    )
     verbose = section.get("verbose", "auto")
     if verbose != "auto":
-        S.check_number(verbose, where.at("verbose"), integer=True, minimum=0, maximum=2, what="'auto', 0, 1 or 2")
+        S.check_number(
+            verbose,
+            where.at("verbose"),
+            integer=True,
+            minimum=0,
+            maximum=2,
+            what="'auto', 0, 1 or 2",
+        )
     out["verbose"] = verbose
     if section.get("class_weight") is not None:
         cw = section["class_weight"]
         if cw != "balanced":
-            S.check_mapping(cw, where.at("class_weight"), "'balanced' or a mapping of class index to weight")
+            S.check_mapping(
+                cw, where.at("class_weight"), "'balanced' or a mapping of class index to weight"
+            )
             for k, v in cw.items():
                 S.check_number(v, where.at("class_weight", k), minimum=0)
         out["class_weight"] = copy.deepcopy(cw)

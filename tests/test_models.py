@@ -144,13 +144,26 @@ BUILD_ERRORS = [
         "model.sequential[0].Dense.unit",
         "did you mean 'units'",
     ),
-    ("negative_units", [{"Dense": {"units": -3}}], (4,), "model.sequential[0].Dense.units", "expected a positive integer"),
+    (
+        "negative_units",
+        [{"Dense": {"units": -3}}],
+        (4,),
+        "model.sequential[0].Dense.units",
+        "expected a positive integer",
+    ),
     (
         "conv_on_flat",
         [{"Dense": 8}, {"Conv2D": {"filters": 3, "kernel_size": 3}}],
         (4,),
         "model.sequential[1].Conv2D",
         "input of shape (None, 8)",
+    ),
+    (
+        "lookup_reads_a_file",
+        [{"StringLookup": {"vocabulary": "/etc/passwd"}}],
+        (1,),
+        "model.sequential[0].StringLookup.vocabulary",
+        "does not make kerakit read files",
     ),
     (
         "bad_activation",

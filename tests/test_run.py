@@ -324,7 +324,11 @@ def test_divergence_stops_saves_nothing_non_finite_and_says_where(tmp_path, caps
     for weights in run_dir.glob("**/*.h5"):  # any backup left is finite
         arrays = []
         with h5py.File(weights) as f:
-            f.visititems(lambda _, o, found=arrays: found.append(o[()]) if isinstance(o, h5py.Dataset) else None)
+            f.visititems(
+                lambda _, o, found=arrays: (
+                    found.append(o[()]) if isinstance(o, h5py.Dataset) else None
+                )
+            )
         assert all(
             np.all(np.isfinite(a))
             for a in arrays
@@ -344,3 +348,13 @@ def test_extra_callback_objects_run_too(tmp_path):
     _ = kk.train(CONFIGS / "digits_cnn.yaml", epochs=2, callbacks=[Count()], verbose=0,
                  overrides=[f"output.dir={tmp_path}", "train.callbacks=minimal"])  # fmt: skip
     assert seen == [0, 1]
+
+
+def test_a_file_recipe_trains_on_arrays_too(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(120, 30)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    run = kk.train(CONFIGS / "binary_classifier.yaml", x=x, y=y, epochs=2, verbose=0,
+                   overrides=[f"output.dir={tmp_path}", "train.callbacks=minimal"])  # fmt: skip
+    assert run.recipe["data"]["source"] == "arrays"  # what really ran is recorded
+    assert run.data.sizes["train"] + run.data.sizes["val"] + run.data.sizes["test"] == 120
