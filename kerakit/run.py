@@ -256,9 +256,11 @@ def _needs_data_for_build(recipe: Recipe) -> bool:
 
 
 def _label_mode(preset: str) -> str:
+    """make_pipeline's label mode: "onehot" converts class ids; "int" passes labels as given
+    (class ids, 0/1, multi-hot rows or real-valued targets)."""
     from kerakit.presets import PRESETS
 
-    return PRESETS.get(preset, {}).get("label_mode", "int")
+    return "onehot" if PRESETS.get(preset, {}).get("label_mode") == "onehot" else "int"
 
 
 def train(

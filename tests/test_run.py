@@ -358,3 +358,31 @@ def test_a_file_recipe_trains_on_arrays_too(tmp_path):
                    overrides=[f"output.dir={tmp_path}", "train.callbacks=minimal"])  # fmt: skip
     assert run.recipe["data"]["source"] == "arrays"  # what really ran is recorded
     assert run.data.sizes["train"] + run.data.sizes["val"] + run.data.sizes["test"] == 120
+
+
+def test_regression_on_a_csv_trains_and_predicts(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4))
+    y = x @ np.array([1.0, 2.0, -1.0, 0.5])
+    rows = ["a,b,c,d,price"] + [",".join(f"{v:.4f}" for v in (*r, t)) for r, t in zip(x, y)]
+    (tmp_path / "house.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "house.yaml").write_text(
+        "data: {source: csv:house.csv, target: price, normalize: true}\n"
+        "model: {sequential: [{Dense: {units: 16, activation: relu}}, {Dense: 1}]}\n"
+        "compile: {optimizer: {adam: {learning_rate: 0.01}}}\n"
+        f"train: {{epochs: 15, callbacks: minimal, verbose: 0}}\noutput: {{dir: {tmp_path / 'runs'}}}\n"
+    )
+    assert main(["train", str(tmp_path / "house.yaml")]) == 0
+    run_dir = next((tmp_path / "runs" / "house").iterdir())
+    resolved = kk.load_recipe(run_dir / "recipe.resolved.yaml")
+    assert resolved["compile"]["preset"] == "regression" and resolved["compile"]["loss"] == "mse"
+    import csv
+
+    with open(run_dir / "history.csv", newline="") as f:
+        losses = [float(r["loss"]) for r in csv.DictReader(f)]
+    assert losses[-1] < losses[0]
+    (tmp_path / "q.csv").write_text("a,b,c,d\n1,0,0,0\n0,1,0,0\n")
+    capsys.readouterr()
+    assert main(["predict", str(run_dir), str(tmp_path / "q.csv")]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 2 and out[0].startswith("q.csv[0]: ")
