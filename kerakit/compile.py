@@ -21,7 +21,7 @@ from typing import Any
 import keras
 
 from kerakit.errors import NOWHERE, Where, did_you_mean
-from kerakit.presets import PRESETS, infer_preset_name
+from kerakit.presets import PRESETS, by_output, infer_preset_name
 
 __all__ = ["PRESETS", "compile_model", "infer_preset", "resolve_compile"]
 
@@ -303,9 +303,7 @@ def apply_compile(model: keras.Model, section: Mapping, *, where: Where = NOWHER
     outputs = list(_output_layers(model))
 
     def per_output(value, fn, w, many):
-        if isinstance(value, Mapping) and not (
-            len(value) == 1 and not isinstance(next(iter(value.values())), (list, str))
-        ):
+        if by_output(value):
             for name in value:
                 if name not in outputs:
                     raise w.at(name).error(

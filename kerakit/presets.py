@@ -61,3 +61,17 @@ def infer_preset_name(activation: str | None, units: int | None) -> tuple[str, s
             return "binary", "the output layer is one sigmoid unit"
         return "multilabel", f"the output layer is sigmoid with {units} units"
     return "regression", f"the output layer's activation is {act!r}"
+
+
+def by_output(value) -> bool:
+    """Whether a `loss`/`metrics` value is a mapping by output name.
+
+    ``{digit: sparse_categorical_crossentropy, parity: binary_crossentropy}`` is by
+    output; ``{SparseCategoricalCrossentropy: {from_logits: true}}`` (one name with
+    its arguments) is a single loss.
+    """
+    from collections.abc import Mapping
+
+    if not isinstance(value, Mapping):
+        return False
+    return len(value) != 1 or isinstance(next(iter(value.values())), (list, str))

@@ -20,7 +20,7 @@ from typing import Any
 from kerakit import _schema as S
 from kerakit._yaml import dump_yaml, load_yaml
 from kerakit.errors import RecipeError, Where, did_you_mean
-from kerakit.presets import PRESETS
+from kerakit.presets import PRESETS, by_output
 
 TOP_KEYS = [
     "name",
@@ -577,10 +577,7 @@ def _check_loss_or_metrics(value: Any, where: Where, what: str, *, many: bool) -
             return [_check_named(v, w, what)]
         return _check_named(v, w, what)
 
-    if isinstance(value, Mapping) and (
-        len(value) != 1 or isinstance(next(iter(value.values())), (list, str))
-    ):
-        # per output: {digit: sparse_categorical_crossentropy, parity: binary_crossentropy}
+    if by_output(value):  # {digit: sparse_categorical_crossentropy, parity: binary_crossentropy}
         return {k: one(v, where.at(k)) for k, v in value.items()}
     if isinstance(value, list) and not many:
         return [_check_named(x, where.at(i), what) for i, x in enumerate(value)]
