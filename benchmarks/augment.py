@@ -29,9 +29,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 MODES = {
     # images per throughput pass, interleaved rounds, training samples, epochs
-    "smoke": dict(images=256, rounds=1, train=512, epochs=2),
-    "quick": dict(images=2048, rounds=3, train=6144, epochs=3),
-    "full": dict(images=4096, rounds=5, train=12_800, epochs=4),
+    "smoke": dict(images=512, rounds=1, train=512, epochs=2),
+    "quick": dict(images=8192, rounds=5, train=12_800, epochs=4),
+    "full": dict(images=16_384, rounds=7, train=25_600, epochs=5),
 }
 BATCH = 128
 IDG_KWARGS = dict(rotation_range=30, width_shift_range=0.2, height_shift_range=0.2, zoom_range=0.2,
@@ -82,7 +82,7 @@ def _batched(x, y):
 
 
 def pipelines(x, y) -> dict:
-    """name -> a function that runs one full pass and returns the number of images."""
+    """name -> a function that runs one pass: (images after the first batch, seconds, start-up s)."""
     import tensorflow as tf
 
     aug = kerakit_aug()
@@ -99,26 +99,32 @@ def pipelines(x, y) -> dict:
     )
     gen = idg()
 
-    def run_ds(ds):
-        def go():
-            n = 0
-            for xb, _ in ds:
-                n += int(xb.shape[0])
-            return n
-
-        return go
+    def timed(batches):
+        """One pass: (images after the first batch, their seconds, seconds to the first batch)."""
+        start = time.perf_counter()
+        it = iter(batches())
+        next(it)
+        first = time.perf_counter()
+        n = sum(len(xb) for xb, _ in it)
+        return n, time.perf_counter() - first, first - start
 
     def run_idg():
         flow = gen.flow(x, y, batch_size=BATCH, shuffle=False, seed=0)
-        n = 0
-        for i in range(len(flow)):
-            n += len(flow[i][0])
-        return n
+        return timed(lambda: (flow[i] for i in range(len(flow))))
 
-    return {"kerakit": run_ds(kk_ds), "keras_chain": run_ds(chain_ds), "idg": run_idg}
+    return {"kerakit": lambda: timed(lambda: kk_ds), "keras_chain": lambda: timed(lambda: chain_ds),
+            "idg": run_idg}  # fmt: skip
 
 
 def throughput(mode: dict) -> list[dict]:
+    """Steady-state images/s of each pipeline, and its start-up per pass.
+
+    A pass is one epoch over `mode["images"]` images; its first batch is timed
+    apart ("start-up": creating the tf.data iterator and its threads, or the
+    ImageDataGenerator flow), the rest gives images/s. A Keras epoch pays the
+    start-up once per epoch (about 30 ms for kerakit here), so the longer the
+    epoch, the closer a whole epoch gets to the steady state.
+    """
     rows = []
     for size, channels in ((28, 1), (64, 3)):
         x, y = digits_images(size, channels, mode["images"])
@@ -126,13 +132,17 @@ def throughput(mode: dict) -> list[dict]:
         for go in runs.values():  # trace and warm up
             go()
         times: dict[str, list] = {k: [] for k in runs}
+        starts: dict[str, list] = {k: [] for k in runs}
         for _ in range(mode["rounds"]):
             for name, go in runs.items():
-                start = time.perf_counter()
-                n = go()
-                times[name].append(n / (time.perf_counter() - start))
+                n, seconds, start = go()
+                times[name].append(n / seconds)
+                starts[name].append(start * 1e3)
         ips = {k: statistics.median(v) for k, v in times.items()}
+        ms = {k: statistics.median(v) for k, v in starts.items()}
         rows.append({"shape": f"{size}x{size}x{channels}", "size": size, **{f"{k}_ips": v for k, v in ips.items()},
+                     **{f"{k}_start_ms": v for k, v in ms.items()},
+                     **{f"{k}_rounds": [round(v) for v in vals] for k, vals in times.items()},
                      "vs_idg": ips["kerakit"] / ips["idg"], "vs_chain": ips["kerakit"] / ips["keras_chain"],
                      "chain_vs_idg": ips["keras_chain"] / ips["idg"]})  # fmt: skip
     return rows
@@ -266,6 +276,11 @@ def main(argv: list[str] | None = None) -> dict:
           _mark(r["vs_idg"], TARGETS["idg"][r["size"]]), _mark(r["vs_chain"], TARGETS["chain"]),
           f"{r['chain_vs_idg']:.2f}x"] for r in rows],
     ), flush=True)  # fmt: skip
+    print("\nStart-up per pass (ms to the first batch; not in the images/s above): " + "; ".join(
+        f"{r['shape']}: kerakit {r['kerakit_start_ms']:.0f}, chain {r['keras_chain_start_ms']:.0f}, "
+        f"IDG {r['idg_start_ms']:.0f}" for r in rows), flush=True)  # fmt: skip
+    print("Per round (img/s): " + "; ".join(f"{r['shape']} {k} {r[k + '_rounds']}" for r in rows
+                                           for k in ("kerakit", "keras_chain", "idg")), flush=True)  # fmt: skip
     if not args.skip_training:
         print(
             f"\n### Overview CNN training with augmentation (28x28x1, batch {BATCH})\n", flush=True

@@ -156,6 +156,24 @@ def test_shift_moves_by_the_drawn_pixels_and_zoom_and_crop_keep_shape():
     assert peak(out) == (16, 26)
 
 
+def test_unknown_image_sizes_give_the_same_images_as_known_ones():
+    # sizes known when traced fold into constants; unknown ones (tf.data over
+    # images of any size) take the dynamic path, which must draw and warp the same
+    from kerakit.augment import augment_batch
+
+    aug = augmentation(rotation=30, shift=0.2, zoom=0.2, crop=0.8, shear=10, flip="both",
+                       contrast=0.2, brightness=0.1, seed=3)  # fmt: skip
+    x = np.random.default_rng(0).random((5, 20, 30, 3)).astype("float32")
+    seed = tf.constant([3, 0], tf.int64)
+    dynamic = tf.function(
+        lambda x, s: augment_batch(aug.spec, x, None, s)[0],
+        input_signature=[tf.TensorSpec([None, None, None, 3]), tf.TensorSpec([2], tf.int64)],
+    )
+    np.testing.assert_allclose(
+        dynamic(x, seed).numpy(), augment_batch(aug.spec, x, None, seed)[0].numpy(), atol=1e-5
+    )
+
+
 def test_color_ops_follow_keras_semantics():
     x = np.full((8, 6, 6, 3), 0.5, "float32")
     x[:, :3] = 0.25
