@@ -73,7 +73,10 @@ def _time(
 
 
 def _kerakit_cmd() -> list[str]:
-    exe = shutil.which("kerakit")
+    # the console script of this interpreter's environment (not a pyenv-style shim,
+    # which adds its own start-up to every call)
+    beside = Path(sys.executable).parent / "kerakit"
+    exe = str(beside) if beside.is_file() else shutil.which("kerakit")
     if exe:
         return [exe]
     return [sys.executable, "-c", "import sys; from kerakit.cli import main; sys.exit(main())"]

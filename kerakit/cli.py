@@ -145,6 +145,30 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def entry() -> None:
+    """The `kerakit` console script: `main()`, then a quick exit.
+
+    With TensorFlow loaded, the interpreter's own shutdown takes about a second
+    here (tearing down TensorFlow's modules and thread pools) and does nothing
+    kerakit needs: every file a command writes is closed (and fsynced) before
+    `main()` returns. So after `main()` this runs the atexit handlers, flushes
+    stdout and stderr, and leaves with `os._exit`. Set KERAKIT_FAST_EXIT=0 for
+    a normal shutdown. Calling `main()` from Python never exits.
+    """
+    code = main()
+    if "tensorflow" in sys.modules and os.environ.get("KERAKIT_FAST_EXIT", "1") != "0":
+        import atexit
+
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe: nothing more can be said
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
 def _dispatch(args, argv) -> int:
     cmd = args.command
     if cmd == "list":
@@ -234,4 +258,4 @@ def _list(what: str) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

@@ -124,6 +124,15 @@ def prepare_inputs(x: Any, spec: Mapping, stats: Mapping | None = None, batched:
     return out if named else out[""]
 
 
+def _prepares_nothing(element: Any, spec: Mapping, stats: Mapping | None) -> bool:
+    """True when `prepare_inputs` would return its float32 inputs unchanged."""
+    if stats or spec.get("image_size") or spec.get("flatten"):
+        return False
+    if spec.get("rescale") not in (None, "auto"):
+        return False
+    return all(s.dtype == tf.float32 for s in tf.nest.flatten(element))
+
+
 def _feature_stats(ds: tf.data.Dataset) -> dict:
     """Mean and standard deviation of each feature (last axis) over a dataset's x."""
     sums: dict = {}
@@ -702,10 +711,14 @@ def load_data(
         spec["rescale"] = None
 
     def prepare(stats):
-        return lambda xi, yi: (prepare_inputs(xi, spec, stats), yi)
+        # plain Python over static shapes: no autograph (it costs ~0.1 s a trace)
+        return tf.autograph.experimental.do_not_convert(
+            lambda xi, yi: (prepare_inputs(xi, spec, stats), yi)
+        )
 
     stats = _feature_stats(dss["train"].map(prepare(None))) if spec["normalize"] else None
-    dss = {k: None if d is None else d.map(prepare(stats)) for k, d in dss.items()}
+    if not _prepares_nothing(dss["train"].element_spec[0], spec, stats):
+        dss = {k: None if d is None else d.map(prepare(stats)) for k, d in dss.items()}
     element = dss["train"].element_spec[0]
     shapes = tf.nest.map_structure(lambda s: tuple(s.shape), element)
     for part in tf.nest.flatten(element):

@@ -126,3 +126,35 @@ def test_subprocess_bad_recipe_no_traceback_and_debug_shows_one(tmp_path):
 def test_missing_recipe_file(capsys):
     assert main(["check", "no/such.yaml"]) == 2
     assert "recipe file not found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fast_exit", ["1", "0"])
+def test_console_script_exits_quickly_with_everything_written(tmp_path, fast_exit):
+    # The `kerakit` script leaves with os._exit after main() (TensorFlow's own
+    # shutdown takes about a second); stdout through a pipe and the run folder
+    # must still be complete, and the exit status main()'s.
+    import os
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "kerakit"
+    cmd = [str(script)] if script.is_file() else [sys.executable, "-m", "kerakit.cli"]
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "data: {source: digits, batch_size: 64, flatten: true}\nmodel:\n  sequential:\n"
+        "    - Dense: {units: 10, activation: softmax}\ntrain: {epochs: 1, callbacks: minimal}\n"
+        f"output: {{dir: {tmp_path / 'runs'}}}\n"
+    )
+    env = {**os.environ, "KERAKIT_FAST_EXIT": fast_exit}
+    proc = subprocess.run([*cmd, "train", str(recipe)], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("run folder: ")
+    run = Path(last[len("run folder: ") :])
+    for name in ("model.keras", "report.md", "history.csv", "metrics.json", "history.png"):
+        assert (run / name).stat().st_size > 0, name
+    assert '"status": "complete"' in (run / "run.json").read_text()
+    bad = subprocess.run([*cmd, "evaluate", str(run / "nothing.keras")], capture_output=True,
+                         text=True, cwd=tmp_path, env=env, timeout=300)  # fmt: skip
+    assert bad.returncode == 2 and "error:" in bad.stderr
