@@ -151,12 +151,16 @@ def entry() -> None:
     With TensorFlow loaded, the interpreter's own shutdown takes about a second
     here (tearing down TensorFlow's modules and thread pools) and does nothing
     kerakit needs: every file a command writes is closed (and fsynced) before
-    `main()` returns. So after `main()` this runs the atexit handlers, flushes
-    stdout and stderr, and leaves with `os._exit`. Set KERAKIT_FAST_EXIT=0 for
-    a normal shutdown. Calling `main()` from Python never exits.
+    `main()` returns. So after a command that succeeded (0) or refused its
+    input (2), this runs the atexit handlers, flushes stdout and stderr, and
+    leaves with `os._exit`. An interrupted or failed run shuts down normally
+    (a writer left open mid-epoch gets its usual chance to flush). Set
+    KERAKIT_FAST_EXIT=0 for a normal shutdown always. Calling `main()` from
+    Python never exits.
     """
     code = main()
-    if "tensorflow" in sys.modules and os.environ.get("KERAKIT_FAST_EXIT", "1") != "0":
+    fast = os.environ.get("KERAKIT_FAST_EXIT", "1") != "0" and code in (0, 2)
+    if fast and "tensorflow" in sys.modules:
         import atexit
 
         atexit._run_exitfuncs()
