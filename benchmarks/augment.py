@@ -229,13 +229,18 @@ def training(mode: dict) -> list[dict]:
             _py_dataset(idg().flow(x, y, batch_size=BATCH, seed=0)),
         ),
     }
-    speeds = {}
-    for name, make in kinds.items():
-        keras.utils.set_random_seed(0)
-        model, data = make()
-        speeds[name] = _fit_speed(model, data, len(x), mode["epochs"])
+    # interleaved rounds, the order reversed every other round; medians (one fit
+    # per kind moves by up to 2x on a shared machine)
+    runs: dict[str, list] = {name: [] for name in kinds}
+    for r in range(min(mode["rounds"], 3)):
+        for name in kinds if r % 2 == 0 else list(kinds)[::-1]:
+            keras.utils.set_random_seed(0)
+            model, data = kinds[name]()
+            runs[name].append(_fit_speed(model, data, len(x), mode["epochs"]))
+    speeds = {k: statistics.median(v) for k, v in runs.items()}
     none = speeds["none"]
-    return [{"augmentation": k, "samples_per_s": v, "vs_none": v / none} for k, v in speeds.items()]
+    return [{"augmentation": k, "samples_per_s": v, "vs_none": v / none,
+             "rounds": [round(s) for s in runs[k]]} for k, v in speeds.items()]  # fmt: skip
 
 
 def _table(header, rows) -> str:
@@ -292,6 +297,8 @@ def main(argv: list[str] | None = None) -> dict:
               _mark(r["vs_none"], TARGETS["train"]) if r["augmentation"].startswith("kerakit")
               else f"{r['vs_none']:.2f}x"] for r in rows],
         ), flush=True)  # fmt: skip
+        print("Per round (samples/s): " + "; ".join(f"{r['augmentation']} {r['rounds']}" for r in rows),
+              flush=True)  # fmt: skip
     return results
 
 
