@@ -550,10 +550,10 @@ def _pictures(
     model, bundle, path: Path, history: dict, metrics: dict, recipe: Recipe, *, print_fn=print
 ) -> None:
     """history.png, confusion.png, errors.png and report.md in the run folder."""
+    for thread in _WARM_UP:  # never import or draw alongside the warm-up thread
+        thread.join()
     from kerakit.report import write_run_pictures
 
-    for thread in _WARM_UP:
-        thread.join()
     kw: dict = {}
     classifier = recipe["compile"]["preset"] in ("multiclass", "multiclass_onehot", "binary")
     if classifier and bundle.test is not None and len(model.outputs) == 1:
@@ -571,16 +571,13 @@ def _predict_eagerly(model, x: np.ndarray, chunk: int = 256) -> np.ndarray:
     """The model's outputs on `x`, by calling it on chunks: for one pass over a test
     split this is cheaper than `model.predict`, which first traces a predict function
     (about 0.5 s for the overview CNN on this 2-core CPU, ten times the prediction)."""
-    parts = [
-        keras_ops_numpy(model(x[i : i + chunk], training=False)) for i in range(0, len(x), chunk)
-    ]
-    return np.concatenate(parts) if parts else np.zeros((0,))
-
-
-def keras_ops_numpy(t) -> np.ndarray:
     import keras
 
-    return np.asarray(keras.ops.convert_to_numpy(t), dtype="float32")
+    parts = [
+        np.asarray(keras.ops.convert_to_numpy(model(x[i : i + chunk], training=False)), "float32")
+        for i in range(0, len(x), chunk)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0,))
 
 
 _WARM_UP: list = []  # the warm-up thread, joined before the pictures are drawn
