@@ -85,18 +85,28 @@ class Run:
         from kerakit.plots import show_errors
 
         x, y, probs = self._test_predictions()
+        if isinstance(x, Mapping):
+            raise DataError(
+                f"show_errors shows the inputs as images; this model takes several ({', '.join(x)}). "
+                "Use plot_confusion, or kerakit.plots.show_errors on one input"
+            )
         return show_errors(x, y, probs, class_names=self.class_names, n=n)
 
     def predict(self, x, **kwargs):
         return self.model.predict(x, verbose=0, **kwargs)
 
 
-def _arrays(ds) -> tuple[np.ndarray, np.ndarray]:
+def _arrays(ds) -> tuple[Any, Any]:
+    """An unbatched `(x, y)` dataset as NumPy; named inputs or outputs stay dicts of arrays."""
+    import tensorflow as tf
+
     xs, ys = [], []
     for x, y in ds.batch(1024):
-        xs.append(x.numpy())
-        ys.append(y.numpy())
-    return np.concatenate(xs), np.concatenate(ys)
+        xs.append(tf.nest.map_structure(lambda t: t.numpy(), x))
+        ys.append(tf.nest.map_structure(lambda t: t.numpy(), y))
+    return tuple(
+        tf.nest.map_structure(lambda *parts: np.concatenate(parts), *part) for part in (xs, ys)
+    )
 
 
 # --------------------------------------------------------------------------- shared set-up
@@ -559,7 +569,7 @@ def _pictures(
     if classifier and bundle.test is not None and len(model.outputs) == 1:
         x, y = _arrays(bundle.test)
         kw = {
-            "x": x if x.ndim in (3, 4) else None,
+            "x": x if isinstance(x, np.ndarray) and x.ndim in (3, 4) else None,
             "y_true": y,
             "probs": _predict_eagerly(model, x),
         }
@@ -572,11 +582,13 @@ def _predict_eagerly(model, x: np.ndarray, chunk: int = 256) -> np.ndarray:
     split this is cheaper than `model.predict`, which first traces a predict function
     (about 0.5 s for the overview CNN on this 2-core CPU, ten times the prediction)."""
     import keras
+    import tensorflow as tf
 
-    parts = [
-        np.asarray(keras.ops.convert_to_numpy(model(x[i : i + chunk], training=False)), "float32")
-        for i in range(0, len(x), chunk)
-    ]
+    n = len(tf.nest.flatten(x)[0])  # named inputs: a dict of arrays
+    parts = []
+    for i in range(0, n, chunk):
+        part = tf.nest.map_structure(lambda a, i=i: a[i : i + chunk], x)
+        parts.append(np.asarray(keras.ops.convert_to_numpy(model(part, training=False)), "float32"))
     return np.concatenate(parts) if parts else np.zeros((0,))
 
 

@@ -152,6 +152,29 @@ def test_train_on_arrays():
         assert run.metrics["accuracy"] > 0.7
 
 
+def test_two_inputs_one_output_classifier_completes_its_run_folder(tmp_path):
+    # named inputs, one softmax output: the pictures step used to crash on the dict
+    # of test inputs after the model was saved (found trying a new user's recipe)
+    halves = np.load(CONFIGS / "data" / "digits_halves.npz")
+    npz = tmp_path / "two_in.npz"
+    np.savez(npz, **{k: halves[k] for k in halves.files if k.startswith("x_")},
+             y_train=halves["y_train.digit"], y_test=halves["y_test.digit"])  # fmt: skip
+    recipe = {"name": "two-in", "data": {"source": f"npz:{npz}", "rescale": 1 / 255},
+              "model": {"functional": {"inputs": {"top": [4, 8, 1], "bottom": [4, 8, 1]},
+                                       "graph": [{"both": {"Concatenate": {"axis": 1}, "in": ["top", "bottom"]}},
+                                                 {"flat": {"Flatten": {}, "in": "both"}},
+                                                 {"digit": {"Dense": {"units": 10, "activation": "softmax"}, "in": "flat"}}],
+                                       "outputs": ["digit"]}},
+              "train": {"epochs": 2, "callbacks": "minimal"}, "output": {"dir": str(tmp_path / "runs")}}  # fmt: skip
+    run = kk.train(recipe, verbose=0)
+    assert json.loads((run.path / "run.json").read_text())["status"] == "complete"
+    assert (run.path / "confusion.png").stat().st_size > 0
+    assert not (run.path / "errors.png").exists()  # two inputs: no single image to show
+    assert "confusion.png" in (run.path / "report.md").read_text()
+    with pytest.raises(DataError, match="several"):
+        run.show_errors()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "config", ["lstm_sequence.yaml", "functional_two_io.yaml", "binary_classifier.yaml"]
