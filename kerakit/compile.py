@@ -158,10 +158,15 @@ def get_metric(value: Any, where: Where = NOWHERE):
 
 
 def _output_layers(model: keras.Model) -> dict[str, keras.layers.Layer]:
+    """{output name: the layer that makes it}, looking inside nested models (a model
+    wrapped with `placement: model` augmentation ends in the inner model)."""
     out = {}
     for tensor in model.outputs:
         layer = tensor._keras_history[0]
-        out[layer.name] = layer
+        name = layer.name
+        while isinstance(layer, keras.Model) and len(layer.outputs) == 1:
+            layer = layer.outputs[0]._keras_history[0]
+        out[name] = layer
     return out
 
 

@@ -46,6 +46,18 @@ def test_recipe_with_augmentation_trains_and_exports_without_it(placement, tmp_p
     )
 
 
+def test_in_model_augmentation_keeps_the_inferred_preset(tmp_path):
+    # placement: model wraps the model; the preset is still read from the real output
+    # layer (it used to see the wrapped inner model and infer "regression")
+    recipe = {"name": "aug-preset", "data": {"source": "digits", "batch_size": 64},
+              "augment": {"ops": [{"rotation": 10}], "placement": "model"},
+              "model": {"sequential": [{"Flatten": {}}, {"Dense": {"units": 10, "activation": "softmax"}}]},
+              "train": {"epochs": 1, "callbacks": "minimal"}, "output": {"dir": str(tmp_path)}}  # fmt: skip
+    run = kk.train(recipe, verbose=0)
+    assert run.recipe["compile"]["preset"] == "multiclass"
+    assert "accuracy" in run.metrics
+
+
 @pytest.mark.slow
 def test_mixup_switches_to_one_hot_labels(tmp_path):
     run = kk.train(CONFIGS / "digits_cnn.yaml", epochs=2, verbose=0, overrides=[
