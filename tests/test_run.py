@@ -152,6 +152,35 @@ def test_train_on_arrays():
         assert run.metrics["accuracy"] > 0.7
 
 
+def test_run_folder_recipe_finds_relative_data_files(tmp_path, monkeypatch, capsys):
+    # a recipe reading ../data/d.npz relative to its own folder: the run folder's
+    # recipe.resolved.yaml names it absolutely, so `kerakit evaluate RUN` finds it
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "recipes").mkdir()
+    x, y = digits.images[..., None].astype("float32") / 16, digits.target
+    np.savez(
+        tmp_path / "data" / "d.npz",
+        x_train=x[:1400],
+        y_train=y[:1400],
+        x_test=x[1400:],
+        y_test=y[1400:],
+    )
+    recipe = tmp_path / "recipes" / "r.yaml"
+    recipe.write_text("data: {source: 'npz:../data/d.npz', batch_size: 64}\n"
+                      "model:\n  sequential:\n    - Flatten\n    - Dense: {units: 10, activation: softmax}\n"
+                      f"train: {{epochs: 1, callbacks: minimal}}\noutput: {{dir: {tmp_path / 'runs'}}}\n")  # fmt: skip
+    run = kk.train(recipe, verbose=0)
+    kept = (run.path / "recipe.resolved.yaml").read_text()
+    assert str((tmp_path / "data" / "d.npz").resolve()) in kept
+    monkeypatch.chdir(run.path)
+    capsys.readouterr()
+    assert main(["evaluate", str(run.path)]) == 0
+    assert "accuracy" in capsys.readouterr().out
+
+
 def test_two_inputs_one_output_classifier_completes_its_run_folder(tmp_path):
     # named inputs, one softmax output: the pictures step used to crash on the dict
     # of test inputs after the model was saved (found trying a new user's recipe)
