@@ -389,13 +389,15 @@ def _check_data_fits(recipe: Recipe, model, bundle) -> None:
 def _train_in(
     resolved, model, bundle, path, resuming, strategy, policy, command, verbose, print_fn, extra
 ) -> Run:
+    from kerakit._yaml import dump_yaml
+    from kerakit.runfolder import kept_recipe
     from kerakit.saving import write_text
 
     info = read_json(path / RUN_FILE) if resuming else {}
     info.update(status="running", fingerprint=resolved.fingerprint(), name=resolved.name,
                 started=info.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S"))  # fmt: skip
     write_run_json(path / RUN_FILE, info)
-    write_text(path / "recipe.resolved.yaml", _kept_recipe(resolved))
+    write_text(path / "recipe.resolved.yaml", dump_yaml(kept_recipe(resolved)))
     write_run_json(path / "env.json", environment(resolved, command, policy, strategy))
     if bundle.class_names:
         write_run_json(path / "classes.json", list(bundle.class_names))
@@ -414,30 +416,6 @@ def _train_in(
     info.update(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
     write_run_json(path / RUN_FILE, info)
     return Run(path, resolved, model, history, metrics, bundle.class_names, data=bundle)
-
-
-def _kept_recipe(resolved: Recipe) -> str:
-    """recipe.resolved.yaml: the resolved recipe with the files it reads named by
-    absolute path. Relative ones were relative to the recipe's folder, which the run
-    folder is not: `kerakit evaluate RUN` and a rerun of the kept recipe must find them."""
-    from kerakit._yaml import dump_yaml
-    from kerakit.data_spec import source_kind
-
-    def absolute(text: str) -> str:
-        p = Path(os.path.expanduser(text))
-        return str(p if p.is_absolute() else (Path(resolved.base_dir) / p).resolve())
-
-    data = resolved.to_dict()
-    section = data.get("data") or {}
-    kind, arg = source_kind(section.get("source"))
-    if arg is not None and kind != "tfds":
-        section["source"] = f"{kind}:{absolute(arg)}"
-    if section.get("data_dir"):
-        section["data_dir"] = absolute(section["data_dir"])
-    transfer = (data.get("model") or {}).get("transfer")
-    if isinstance(transfer, dict) and transfer.get("weights") not in (None, "imagenet", "none"):
-        transfer["weights"] = absolute(transfer["weights"])
-    return dump_yaml(data)
 
 
 def _pipelines(recipe: Recipe, bundle, *, augmentation=None, strategy=None):

@@ -49,6 +49,31 @@ def _changed_sections(old: Mapping, new: Mapping) -> list[str]:
             != json.dumps(new.get(k), sort_keys=True, default=str)]  # fmt: skip
 
 
+def kept_recipe(recipe: Recipe) -> dict:
+    """What recipe.resolved.yaml keeps: the resolved recipe with the files it reads
+    named by absolute path. Relative ones were relative to the recipe's folder, which
+    the run folder is not: `kerakit evaluate RUN` and a rerun of the kept recipe must
+    find them."""
+    from kerakit.data_spec import source_kind
+
+    def absolute(text: str) -> str:
+        p = Path(os.path.expanduser(text))
+        return str(p if p.is_absolute() else (Path(recipe.base_dir) / p).resolve())
+
+    data = recipe.to_dict()
+    section = data.get("data") or {}
+    if section.get("source") is not None:
+        kind, arg = source_kind(section["source"])
+        if arg is not None and kind != "tfds":
+            section["source"] = f"{kind}:{absolute(arg)}"
+    if section.get("data_dir"):
+        section["data_dir"] = absolute(section["data_dir"])
+    transfer = (data.get("model") or {}).get("transfer")
+    if isinstance(transfer, dict) and transfer.get("weights") not in (None, "imagenet", "none"):
+        transfer["weights"] = absolute(transfer["weights"])
+    return data
+
+
 def _stored_recipe(path: Path) -> dict:
     from kerakit._yaml import load_yaml
 
@@ -76,7 +101,7 @@ def run_folder(recipe: Recipe, *, resume: str | os.PathLike | None = None, new: 
                 f"{path} is not a kerakit run folder (no {RUN_FILE}); pass the folder `kerakit train` printed"
             )
         if info.get("fingerprint") != recipe.fingerprint():
-            changed = _changed_sections(_stored_recipe(path), recipe.to_dict())
+            changed = _changed_sections(_stored_recipe(path), kept_recipe(recipe))
             raise ResumeError(
                 f"cannot resume {path}: the recipe changed since that run started "
                 f"(in: {', '.join(changed) or 'its resolved values'}); undo the change, "
