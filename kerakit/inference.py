@@ -184,7 +184,8 @@ def _predict(model, recipe, folder, x):
 
 def predict_files(run_or_model, inputs: list[str], *, output: str | None = None, top: int = 3,
                   trusted: bool = False, print_fn=print) -> list[dict]:  # fmt: skip
-    """`kerakit predict`: top classes (or values) per input, printed and optionally written."""
+    """`kerakit predict`: top classes (multilabel: the labels over 0.5; regression: the
+    values) per input, printed and optionally written."""
     model, recipe, folder = _open(run_or_model, trusted)
     x, labels = _read_inputs(inputs, model, recipe)
     probs = _predict(model, recipe, folder, x)
@@ -199,6 +200,16 @@ def predict_files(run_or_model, inputs: list[str], *, output: str | None = None,
         if preset == "regression" or (preset is None and p.size == 1 and names is None):
             row["prediction"] = [float(v) for v in p]
             print_fn(f"{label}: " + ", ".join(f"{v:.4f}" for v in p))
+        elif preset == "multilabel":  # independent sigmoids: the labels over 0.5, then the nearest
+            order = [int(i) for i in np.argsort(-p)]
+            on = [i for i in order if p[i] >= 0.5]
+            shown = on + [i for i in order if p[i] < 0.5][: max(0, top - len(on))]
+            name = [names[i] if names and i < len(names) else str(i) for i in range(p.size)]
+            row["labels"] = [name[i] for i in on]
+            row["top"] = [{"class": name[i], "index": i, "probability": float(p[i])} for i in shown]
+            text = ", ".join(f"{name[i]} ({p[i]:.3f})" for i in on) or "no label over 0.5"
+            off = [f"{name[i]} ({p[i]:.3f})" for i in shown if p[i] < 0.5]
+            print_fn(f"{label}: {text}" + (f"; below 0.5: {', '.join(off)}" if off else ""))
         else:
             if p.size == 1:  # one sigmoid unit: P(class 1)
                 p = np.array([1 - p[0], p[0]])

@@ -181,6 +181,31 @@ def test_run_folder_recipe_finds_relative_data_files(tmp_path, monkeypatch, caps
     assert "accuracy" in capsys.readouterr().out
 
 
+def test_multilabel_predict_lists_the_labels_over_one_half(tmp_path):
+    from sklearn.datasets import load_digits
+
+    from kerakit.inference import predict_files
+
+    digits = load_digits()
+    x = digits.images[..., None].astype("float32") / 16
+    labels = np.stack([digits.target % 2 == 0, digits.target > 5, digits.target == 3], 1)
+    np.savez(tmp_path / "ml.npz", x_train=x[:1400], y_train=labels[:1400].astype("float32"),
+             x_test=x[1400:], y_test=labels[1400:].astype("float32"))  # fmt: skip
+    np.save(tmp_path / "some.npy", x[1400:1410])
+    recipe = {"name": "ml", "data": {"source": f"npz:{tmp_path / 'ml.npz'}", "batch_size": 64},
+              "model": {"sequential": [{"Flatten": {}}, {"Dense": {"units": 3, "activation": "sigmoid"}}]},
+              "train": {"epochs": 3, "callbacks": "minimal"}, "output": {"dir": str(tmp_path / "runs")}}  # fmt: skip
+    run = kk.train(recipe, verbose=0)
+    assert run.recipe["compile"]["preset"] == "multilabel"
+    printed = []
+    rows = predict_files(run.path, [str(tmp_path / "some.npy")], top=3, print_fn=printed.append)
+    assert len(rows) == 10 and len(printed) == 10
+    for row, line in zip(rows, printed):
+        over = [t["class"] for t in row["top"] if t["probability"] >= 0.5]
+        assert row["labels"] == over and len(row["top"]) == 3
+        assert ("no label over 0.5" in line) == (not over)
+
+
 def test_two_inputs_one_output_classifier_completes_its_run_folder(tmp_path):
     # named inputs, one softmax output: the pictures step used to crash on the dict
     # of test inputs after the model was saved (found trying a new user's recipe)
