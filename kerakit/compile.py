@@ -164,8 +164,8 @@ def _output_layers(model: keras.Model) -> dict[str, keras.layers.Layer]:
     for tensor in model.outputs:
         layer = tensor._keras_history[0]
         name = layer.name
-        while isinstance(layer, keras.Model) and len(layer.outputs) == 1:
-            layer = layer.outputs[0]._keras_history[0]
+        while isinstance(layer, keras.Model) and len(getattr(layer, "outputs", None) or []) == 1:
+            layer = layer.outputs[0]._keras_history[0]  # a subclassed model has no outputs: stop
         out[name] = layer
     return out
 
