@@ -279,20 +279,6 @@ def variants(kind: str, *, samples: int, epochs: int, rounds: int, batch_size: i
 # --------------------------------------------------------------------------- shipped configs
 
 
-def _numpy_split(ds):
-    """An unbatched `(x, y)` dataset as NumPy (dicts of arrays stay dicts)."""
-    import numpy as np
-    import tensorflow as tf
-
-    xs, ys = [], []
-    for xb, yb in ds.batch(4096):
-        xs.append(tf.nest.map_structure(lambda t: t.numpy(), xb))
-        ys.append(tf.nest.map_structure(lambda t: t.numpy(), yb))
-    return tuple(
-        tf.nest.map_structure(lambda *parts: np.concatenate(parts), *part) for part in (xs, ys)
-    )
-
-
 def compare_config(
     path: Path, *, epochs: int, rounds: int, min_samples: int = 8192, extra: dict | None = None
 ) -> dict:
@@ -310,13 +296,13 @@ def compare_config(
     from kerakit.compile import apply_compile
     from kerakit.data import load_data
     from kerakit.recipe import load_recipe
-    from kerakit.run import _build_compiled
+    from kerakit.run import _arrays, _build_compiled
 
     recipe = load_recipe(path)
     bundle = load_data(recipe["data"], base_dir=recipe.base_dir, seed=recipe["seed"])
-    x, y = _numpy_split(bundle.train)
+    x, y = _arrays(bundle.train)
     # both sides validate on the same split (some configs monitor val_* metrics)
-    val = _numpy_split(bundle.val) if bundle.val is not None else None
+    val = _arrays(bundle.val) if bundle.val is not None else None
     n = len(tf.nest.flatten(y)[0])
     idx = np.resize(np.arange(n), max(n, min_samples))
     x, y = (tf.nest.map_structure(lambda a: a[idx], part) for part in (x, y))

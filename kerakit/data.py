@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from kerakit.data_spec import COMMON_DEFAULTS, resolve_data, source_kind
+from kerakit.data_spec import COMMON_DEFAULTS, data_path, resolve_data, source_kind
 from kerakit.errors import NOWHERE, DataError, Where, did_you_mean
 
 IN_MEMORY_BYTES = 512 * 2**20  # prepared data up to this size is cached in memory
@@ -75,11 +75,6 @@ class DataBundle:
 def _error(where: Where, key: str, message: str) -> DataError:
     """A DataError whose text names the recipe position and key path like a RecipeError."""
     return DataError(str(where.at(key).error(message)))
-
-
-def _path(text: str, base_dir: str | os.PathLike) -> Path:
-    path = Path(os.path.expanduser(text))
-    return path if path.is_absolute() else Path(base_dir) / path
 
 
 # ---------------------------------------------------------------- preparing inputs
@@ -524,7 +519,7 @@ def _network_available(timeout: float = 3.0) -> bool:
 def _tfds(name: str, spec: dict, base_dir, where: Where) -> tuple:
     import tensorflow_datasets as tfds
 
-    data_dir = str(_path(spec["data_dir"], base_dir)) if spec["data_dir"] else None
+    data_dir = str(data_path(spec["data_dir"], base_dir)) if spec["data_dir"] else None
     shown = data_dir or "the default data_dir (~/tensorflow_datasets)"
     try:
         builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
@@ -685,7 +680,7 @@ def load_data(
     kind, arg = source_kind(spec["source"], where.at("source"))
     path = None
     if kind in ("npz", "csv", "directory"):
-        path = _path(arg, base_dir)
+        path = data_path(arg, base_dir)
         ok = path.is_dir() if kind == "directory" else path.is_file()
         if not ok:
             what = "folder" if kind == "directory" else "file"

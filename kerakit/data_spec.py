@@ -11,7 +11,9 @@ resolved recipe shows exactly what ran. Loading happens in `kerakit.data`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from kerakit._schema import (
@@ -81,6 +83,12 @@ DEFAULT_RESCALE: dict[str, Any] = {
 }
 
 NO_IMAGE_KEYS = {"csv": ("image_size",)}
+
+
+def data_path(text: str, base_dir: str | os.PathLike) -> Path:
+    """A data file or folder named in a recipe: `~` expanded, relative to the recipe's folder."""
+    path = Path(os.path.expanduser(text))
+    return path if path.is_absolute() else Path(base_dir) / path
 
 
 def source_kind(source: Any, where: Where = NOWHERE) -> tuple[str, str | None]:

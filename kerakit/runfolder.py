@@ -54,11 +54,10 @@ def kept_recipe(recipe: Recipe) -> dict:
     named by absolute path. Relative ones were relative to the recipe's folder, which
     the run folder is not: `kerakit evaluate RUN` and a rerun of the kept recipe must
     find them."""
-    from kerakit.data_spec import source_kind
+    from kerakit.data_spec import data_path, source_kind
 
     def absolute(text: str) -> str:
-        p = Path(os.path.expanduser(text))
-        return str(p if p.is_absolute() else (Path(recipe.base_dir) / p).resolve())
+        return str(data_path(text, recipe.base_dir).resolve())
 
     data = recipe.to_dict()
     section = data.get("data") or {}
@@ -68,10 +67,7 @@ def kept_recipe(recipe: Recipe) -> dict:
             section["source"] = f"{kind}:{absolute(arg)}"
     if section.get("data_dir"):
         section["data_dir"] = absolute(section["data_dir"])
-    transfer = (data.get("model") or {}).get("transfer")
-    if isinstance(transfer, dict) and transfer.get("weights") not in (None, "imagenet", "none"):
-        transfer["weights"] = absolute(transfer["weights"])
-    return data
+    return data  # transfer weights files are absolute already (transfer_spec)
 
 
 def _stored_recipe(path: Path) -> dict:

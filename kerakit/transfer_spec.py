@@ -232,6 +232,7 @@ def _resolve_weights(value: Any, where: Where) -> str:
     path = os.path.expanduser(value)
     if where.file and not os.path.isabs(path):
         path = os.path.join(os.path.dirname(os.path.abspath(where.file)), path)
+    path = os.path.abspath(path)  # the run folder's recipe must find it from anywhere
     if not os.path.isfile(path):
         hint = did_you_mean(value, ["imagenet", "none"])
         raise where.error(
