@@ -6,10 +6,15 @@ a `kill -9` at the wrong moment leaves a backup that cannot be restored
 weights (keras#21771), and a resume forgets the best values of
 `ModelCheckpoint` and `EarlyStopping` (keras#17012). kerakit's versions:
 
-- write each backup as a new pair of files (`ckpt-000007.weights.h5`, the
-  weights and optimizer state, then `ckpt-000007.json`, which names the
-  weights file's size and SHA-256), each to a temporary name, fsynced and
+- write each backup as a new pair of files (`ckpt-000007.npz`, the model's
+  weights and the optimizer's variables, then `ckpt-000007.json`, which names
+  the weights file's size and SHA-256), each to a temporary name, fsynced and
   renamed: a torn write never has a final name;
+- take the values at the epoch's end (a copy in memory) and write the files
+  in a background thread while the next epoch trains; the next backup, the
+  end of training and the end of the process wait for it, and a write that
+  failed raises there (backups of older kerakit versions, `.weights.h5`,
+  still restore);
 - keep the previous good backup; on train begin restore the newest backup
   that checks out, falling back to older ones;
 - never persist non-finite weights, and never delete a backup after a NaN;
@@ -22,11 +27,14 @@ weights (keras#21771), and a resume forgets the best values of
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
 import os
 import re
+import sys
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,9 +43,10 @@ import keras
 import numpy as np
 
 from kerakit.errors import ResumeError
-from kerakit.saving import atomic_path, write_json
+from kerakit.saving import atomic_path, cache_keras_skipsets, write_json
 
 _CKPT = re.compile(r"^ckpt-(\d{6,})\.json$")
+_WEIGHT_SUFFIXES = (".npz", ".weights.h5")  # .weights.h5: backups of earlier kerakit versions
 # Attributes that make a callback's "best so far" (restored on resume).
 _TRACKED_STATE = ("best", "wait", "best_epoch", "stopped_epoch", "cooldown_counter")
 
@@ -79,6 +88,66 @@ def _sha256(path: Path) -> str:
 def weights_finite(model: Any) -> bool:
     """True when every weight of `model` is finite (no NaN, no inf)."""
     return all(np.isfinite(np.asarray(w)).all() for w in model.weights)
+
+
+# Background backup writes still running; the process waits for them at exit
+# (`kerakit.cli.entry` leaves through os._exit after running the atexit handlers).
+_WRITERS: set[threading.Thread] = set()
+
+
+@atexit.register
+def _wait_for_writers() -> None:
+    for thread in list(_WRITERS):
+        thread.join()
+
+
+def _state_variables(model: Any) -> list:
+    """What a backup holds, in a fixed order: the model's weights, then the optimizer's variables."""
+    optimizer = getattr(model, "optimizer", None)
+    return [*model.weights, *(optimizer.variables if optimizer is not None else [])]
+
+
+def load_backup(model: Any, path: str | os.PathLike) -> None:
+    """Load a backup's weights file (`ckpt-NNNNNN.npz`) into `model` and its optimizer.
+
+    The model must be built and compiled like the one backed up; every array is
+    checked against its variable (count, shape) before any variable changes.
+    An earlier kerakit's backup (`.weights.h5`) goes through `model.load_weights`.
+
+    Example:
+        >>> load_backup(model, "runs/digits/1/backup/ckpt-000004.npz")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    if not path.name.endswith(".npz"):
+        model.load_weights(path)
+        return
+    variables = _state_variables(model)
+    with np.load(path, allow_pickle=False) as stored:
+        if len(stored.files) != len(variables):
+            raise ValueError(
+                f"{path} holds {len(stored.files)} arrays for {len(variables)} variables"
+            )
+        values = []
+        for i, variable in enumerate(variables):
+            dtype = np.asarray(variable).dtype
+            value = stored[f"v{i}"]
+            if value.dtype != dtype:
+                value = value.view(dtype) if value.dtype == np.uint8 else value.astype(dtype)
+            if value.shape != tuple(variable.shape):
+                raise ValueError(
+                    f"{path}: array {i} has shape {value.shape}, the variable {tuple(variable.shape)}"
+                )
+            values.append(value)
+    for variable, value in zip(variables, values):
+        variable.assign(value)
+
+
+def _plain_array(value: np.ndarray) -> np.ndarray:
+    # np.savez stores NumPy's own dtypes; others (ml_dtypes' bfloat16) go as raw bytes
+    # and are read back with the variable's dtype.
+    return value if value.dtype.type.__module__ == "numpy" else value.view(np.uint8)
 
 
 class SafeBackupAndRestore(keras.callbacks.Callback):
@@ -143,6 +212,8 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
         self._batches = 0
         self._pending_state: list | None = None
         self._stopped_on_nan = False
+        self._writer: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     def track(self, callbacks: Iterable[keras.callbacks.Callback]) -> None:
         """Also store and restore the best-so-far values of these callbacks."""
@@ -189,10 +260,8 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
             if meta is None:
                 continue  # torn or corrupt: fall back to the previous backup
             self._check_recipe(meta)
-            if self.model.optimizer is not None and not self.model.optimizer.built:
-                self.model.optimizer.build(self.model.trainable_variables)
             try:
-                self.model.load_weights(self.backup_dir / meta["weights"])
+                load_backup(self.model, self.backup_dir / meta["weights"])
             except Exception:  # unreadable despite the checksum: try an older one
                 continue
             self.restored = meta
@@ -239,24 +308,34 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self._save(epoch + 1, None, logs)
 
-    def _save(self, epoch: int, batch: int | None, logs: dict | None) -> None:
+    def wait(self) -> None:
+        """Wait for the backup being written; raise the error of a write that failed."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.join()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _save(self, epoch: int, batch: int | None, logs: dict | None, wait: bool = False) -> None:
+        self.wait()  # one write at a time, in order
         loss = (logs or {}).get("loss")
-        if (loss is not None and not np.isfinite(float(loss))) or not weights_finite(self.model):
+        # The values as they are now (TensorFlow copies a variable on its next write
+        # while a read of it is alive), written while training goes on.
+        values = [np.asarray(v) for v in _state_variables(self.model)]
+        if (loss is not None and not np.isfinite(float(loss))) or not all(
+            np.isfinite(v).all() for v in values[: len(self.model.weights)]
+        ):
             self.skipped_nonfinite += 1
             self._stopped_on_nan = True
             return  # keep the last finite backup
         self._seq += 1
         name = f"ckpt-{self._seq:06d}"
-        weights = self.backup_dir / f"{name}.weights.h5"
-        self.backup_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(weights) as tmp:
-            self.model.save_weights(tmp)
         meta = {
             "epoch": epoch,
             "batch": batch,
-            "weights": weights.name,
-            "size": weights.stat().st_size,
-            "sha256": _sha256(weights),
+            "weights": f"{name}.npz",
+            "variables": len(values),
             "callbacks": [
                 {
                     "index": i,
@@ -269,25 +348,51 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
         if self.recipe is not None:
             meta["recipe_hash"] = recipe_hash(self.recipe)
             meta["recipe"] = self.recipe
-        write_json(self.backup_dir / f"{name}.json", meta)  # last: it vouches for the weights
-        self._prune()
+        self._writer = threading.Thread(
+            target=self._write, args=(name, values, meta), name=f"kerakit-backup-{name}"
+        )
+        _WRITERS.add(self._writer)
+        self._writer.start()
+        if wait:
+            self.wait()
+
+    def _write(self, name: str, values: list[np.ndarray], meta: dict) -> None:
+        """Runs in the writer thread: the arrays, then the metadata that vouches for them."""
+        try:
+            weights = self.backup_dir / meta["weights"]
+            self.backup_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(weights) as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez(f, **{f"v{i}": _plain_array(v) for i, v in enumerate(values)})
+            meta["size"] = weights.stat().st_size
+            meta["sha256"] = _sha256(weights)
+            write_json(self.backup_dir / f"{name}.json", meta)  # last: it vouches for the weights
+            self._prune()
+        except BaseException as e:  # raised in the training thread by wait()
+            self._error = e
+            print(f"kerakit: writing the backup {name} failed: {e}", file=sys.stderr)
+        finally:
+            _WRITERS.discard(threading.current_thread())
 
     def _prune(self) -> None:
         for meta_path in self.backups()[self.keep :]:
-            weights = meta_path.with_name(meta_path.name[: -len(".json")] + ".weights.h5")
+            stem = meta_path.name[: -len(".json")]
             with contextlib.suppress(OSError):
                 meta_path.unlink()  # metadata first: a half-pruned pair is never "valid"
-                weights.unlink()
+            for suffix in _WEIGHT_SUFFIXES:
+                with contextlib.suppress(OSError):
+                    meta_path.with_name(stem + suffix).unlink()
         for stray in self.backup_dir.glob(".tmp-*"):  # leftovers of a killed write
             with contextlib.suppress(OSError):
                 stray.unlink()
 
     def on_train_end(self, logs=None):
         self.model._initial_epoch = None  # a later fit() starts from its own initial_epoch
+        self.wait()
         nan_stop = self._stopped_on_nan or not weights_finite(self.model)
         if self.delete_checkpoint and not nan_stop and self.backup_dir.is_dir():
             for path in self.backup_dir.iterdir():
-                if _CKPT.match(path.name) or path.name.endswith(".weights.h5"):
+                if _CKPT.match(path.name) or path.name.endswith(_WEIGHT_SUFFIXES):
                     with contextlib.suppress(OSError):
                         path.unlink()
 
@@ -318,6 +423,7 @@ class SafeModelCheckpoint(keras.callbacks.ModelCheckpoint):
             return
         if not weights_finite(self.model):
             return
+        cache_keras_skipsets()
         with atomic_path(filepath) as tmp:
             if self.save_weights_only:
                 self.model.save_weights(tmp, overwrite=True)
@@ -382,7 +488,7 @@ class StopOnSignal(keras.callbacks.Callback):
         self._restore()
         saved = ""
         if self.backup is not None:
-            self.backup._save(self.backup._epoch, batch, logs)
+            self.backup._save(self.backup._epoch, batch, logs, wait=True)
             saved = f"; a backup was written to {self.backup.backup_dir}"
         self.model.stop_training = True
         name = signal.Signals(self.received).name

@@ -143,6 +143,31 @@ def write_json(path: str | os.PathLike, value: Any) -> Path:
 
 # --------------------------------------------------------------------------- saving
 
+_SKIPSET_KINDS = ("Operation", "Layer", "Functional", "Sequential", "Metric", "Optimizer", "Loss")
+
+
+def cache_keras_skipsets() -> None:
+    """Let Keras's saver reuse what it computes once per kind of object.
+
+    Keras 3.15's `saving_lib.get_attr_skipset` looks its cache up under
+    `saving_attr_skiplist_<kind>` but stores it under `saving_attr_skipset_<kind>`,
+    so every `model.save` / `save_weights` builds throwaway Layer, Optimizer and
+    Metric objects again: about 7 ms of a 23 ms save of the overview CNN. This
+    stores the computed set under the name Keras reads (the same value Keras
+    would compute; `clear_session` empties it, so savers call this each time).
+    Does nothing where Keras's internals differ.
+    """
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.saving import saving_lib
+
+        for kind in _SKIPSET_KINDS:
+            if global_state.get_global_attribute(f"saving_attr_skiplist_{kind}") is None:
+                skipset = saving_lib.get_attr_skipset(kind)
+                global_state.set_global_attribute(f"saving_attr_skiplist_{kind}", skipset)
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return
+
 
 def save_model(
     model: Any,
@@ -183,6 +208,7 @@ def save_model(
             )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    cache_keras_skipsets()
     out: dict[str, Path] = {}
     for fmt in FORMATS:  # fixed order: keras, h5, savedmodel
         if fmt not in formats:

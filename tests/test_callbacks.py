@@ -197,7 +197,7 @@ def test_torn_newest_backup_falls_back_to_the_previous_one(tmp_path):
     backup = SafeBackupAndRestore(tmp_path / "b")
     model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[backup])
     newest = backup.backups()[0]
-    weights = newest.with_name(newest.name.replace(".json", ".weights.h5"))
+    weights = newest.with_name(newest.name.replace(".json", ".npz"))
     weights.write_bytes(weights.read_bytes()[:100])  # torn write
     model2, _, _ = _tiny()
     again = SafeBackupAndRestore(tmp_path / "b")
@@ -237,12 +237,90 @@ def test_nan_never_reaches_a_backup_and_nothing_is_deleted(tmp_path):
         callbacks=[keras.callbacks.TerminateOnNaN(), backup],
     )
     assert backup.skipped_nonfinite >= 1
-    files = list((tmp_path / "c").glob("*.weights.h5"))
+    files = list((tmp_path / "c").glob("ckpt-*.npz"))
     assert files  # kept after the NaN stop, although delete_checkpoint=True
-    fresh, _, _ = _tiny()
     for f in files:
-        fresh.load_weights(f)
-        assert all(np.isfinite(np.asarray(w)).all() for w in fresh.weights)
+        with np.load(f) as stored:
+            assert all(np.isfinite(stored[k]).all() for k in stored.files)
+
+
+def test_backups_are_written_while_training_goes_on_and_restore_exactly(tmp_path):
+    from kerakit.checkpoint import SafeBackupAndRestore
+
+    model, x, y = _tiny()
+    backup = SafeBackupAndRestore(tmp_path / "b")
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[backup])
+    assert backup._writer is None  # training ended: the last write has finished
+    meta = json.loads(backup.backups()[0].read_text())
+    assert meta["weights"] == "ckpt-000002.npz" and meta["epoch"] == 2
+    assert meta["variables"] == len(model.weights) + len(model.optimizer.variables)
+    fresh, _, _ = _tiny()
+    again = SafeBackupAndRestore(tmp_path / "b")
+    fresh.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[again])  # nothing left to run
+    assert again.restored["epoch"] == 2
+    for a, b in zip(
+        model.weights + model.optimizer.variables, fresh.weights + fresh.optimizer.variables
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_failed_background_write_is_raised_and_keeps_the_previous_backup(tmp_path):
+    from kerakit.checkpoint import SafeBackupAndRestore
+
+    model, x, y = _tiny()
+    backup = SafeBackupAndRestore(tmp_path / "b")
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[backup])
+    before = sorted(p.name for p in (tmp_path / "b").iterdir())
+    (tmp_path / "b" / "ckpt-000002.npz").mkdir()  # the next backup's name is taken: its write fails
+    with pytest.raises(OSError):
+        model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[backup])
+    assert sorted(p.name for p in (tmp_path / "b").iterdir() if p.is_file()) == before
+    assert SafeBackupAndRestore(tmp_path / "b").newest_epoch() == 1
+
+
+def test_a_backup_of_an_earlier_version_still_restores(tmp_path):
+    """Backups were Keras .weights.h5 files before they became .npz."""
+    from kerakit.checkpoint import SafeBackupAndRestore, _sha256
+
+    model, x, y = _tiny()
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    folder = tmp_path / "b"
+    folder.mkdir()
+    weights = folder / "ckpt-000001.weights.h5"
+    model.save_weights(weights)
+    meta = {"epoch": 1, "batch": None, "weights": weights.name, "size": weights.stat().st_size,
+            "sha256": _sha256(weights), "callbacks": []}  # fmt: skip
+    (folder / "ckpt-000001.json").write_text(json.dumps(meta))
+    fresh, _, _ = _tiny()
+    again = SafeBackupAndRestore(folder)
+    hist = fresh.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[again])
+    assert again.restored["epoch"] == 1 and hist.epoch == [1]
+
+
+def test_bfloat16_variables_survive_a_backup(tmp_path):
+    import keras
+
+    from kerakit.checkpoint import SafeBackupAndRestore
+
+    def make():
+        keras.utils.set_random_seed(3)
+        m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, dtype="bfloat16")])
+        m.compile(optimizer="sgd", loss="mse")
+        return m
+
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    y = np.zeros((32, 3), "float32")
+    model = make()
+    model.fit(
+        x, y, epochs=1, batch_size=16, verbose=0, callbacks=[SafeBackupAndRestore(tmp_path / "b")]
+    )
+    fresh = make()
+    again = SafeBackupAndRestore(tmp_path / "b")
+    fresh.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[again])
+    assert again.restored["epoch"] == 1
+    kernel = np.asarray(fresh.weights[0])
+    assert str(kernel.dtype) == "bfloat16"
+    np.testing.assert_array_equal(kernel, np.asarray(model.weights[0]))
 
 
 # ---------------------------------------------------------------- kill -9 and resume
@@ -276,7 +354,7 @@ def _kill_and_resume(tmp_path: Path, kills: int, seed: int) -> dict:
     """Kill one training run with SIGKILL `kills` times at random moments, rerunning it
     after each kill; then let it finish. Each kill checks that every persisted backup
     is whole and loadable."""
-    from kerakit.checkpoint import SafeBackupAndRestore
+    from kerakit.checkpoint import SafeBackupAndRestore, load_backup
 
     script = tmp_path / "train.py"
     script.write_text(TRAIN_SCRIPT)
@@ -301,7 +379,7 @@ def _kill_and_resume(tmp_path: Path, kills: int, seed: int) -> dict:
         assert all(backup._read(m) is not None for m in stored)  # no corrupt file persisted
         if stored:
             model, _, _ = _tiny_for_script()
-            model.load_weights(run_dir / "backup" / backup._read(stored[0])["weights"])
+            load_backup(model, run_dir / "backup" / backup._read(stored[0])["weights"])
             resumable += 1
     done = subprocess.run(args, capture_output=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr.decode()[-2000:]

@@ -47,6 +47,37 @@ def test_all_three_formats_round_trip(trained, tmp_path):
     )
 
 
+def test_keras_reuses_its_saving_skipsets_and_saves_the_same_file(trained, tmp_path):
+    """Keras 3.15 misses its own cache in get_attr_skipset; kerakit fills the key it reads."""
+    import zipfile
+
+    from keras.src.backend.common import global_state
+    from keras.src.saving import saving_lib
+
+    from kerakit.saving import cache_keras_skipsets
+
+    model, _ = trained
+    model.save(tmp_path / "plain.keras")
+    cache_keras_skipsets()
+    for kind in ("Layer", "Sequential", "Optimizer", "Metric"):
+        # a cache hit: Keras returns the stored set instead of building throwaway objects
+        assert saving_lib.get_attr_skipset(kind) is global_state.get_global_attribute(
+            f"saving_attr_skiplist_{kind}"
+        )
+    model.save(tmp_path / "cached.keras")
+    with (
+        zipfile.ZipFile(tmp_path / "plain.keras") as a,
+        zipfile.ZipFile(tmp_path / "cached.keras") as b,
+    ):
+        assert a.namelist() == b.namelist()
+        assert json.loads(a.read("config.json")) == json.loads(b.read("config.json"))
+    plain, cached = load_model(tmp_path / "plain.keras"), load_model(tmp_path / "cached.keras")
+    for u, v in zip(
+        plain.weights + plain.optimizer.variables, cached.weights + cached.optimizer.variables
+    ):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
 def test_legacy_h5_with_mse_loads_compiled(trained, tmp_path):
     model, x = trained
     path = save_model(model, tmp_path, ["h5"])["h5"]
