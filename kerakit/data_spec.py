@@ -52,6 +52,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "flatten": False,
     "shuffle_buffer": "auto",
     "cache": "auto",
+    "autotune": "auto",
 }
 
 # Keys only some sources take, with their defaults.
@@ -194,6 +195,8 @@ def resolve_data(section: Mapping | str, where: Where = NOWHERE) -> dict:
         )
     if not isinstance(out["cache"], bool) and out["cache"] != "auto":
         raise w("cache").error(f'expected true, false or "auto", got {show(out["cache"])}')
+    if not isinstance(out["autotune"], bool) and out["autotune"] != "auto":
+        raise w("autotune").error(f'expected true, false or "auto", got {show(out["autotune"])}')
     _resolve_own(out, kind, where)
     return out
 

@@ -426,7 +426,7 @@ def _pipelines(recipe: Recipe, bundle, *, augmentation=None, strategy=None):
     cache = data["cache"] if isinstance(data["cache"], bool) else bundle.in_memory
     kw = dict(batch_size=global_batch_size(data["batch_size"], strategy), seed=recipe["seed"],
               label_mode=_label_mode(recipe["compile"]["preset"]), num_classes=bundle.num_classes, cache=cache,
-              shuffle_buffer=data["shuffle_buffer"])  # fmt: skip
+              shuffle_buffer=data["shuffle_buffer"], autotune=data.get("autotune"))  # fmt: skip
 
     def pipe(ds, training, **extra):
         return (

