@@ -151,12 +151,17 @@ def configs(mode: dict, results: dict) -> None:
 
 def sweep(mode: dict, results: dict) -> None:
     print("\n## 1c. compile.steps_per_execution through kk.train (samples/s)\n", flush=True)
-    out = {}
+    out, runs = {}, {}
     for kind in ("mlp", "cnn"):
+        runs[kind] = {}
         out[kind] = train_speed.sweep_steps_per_execution(
-            kind, mode["sweep"], samples=mode[kind], epochs=mode["epochs"], rounds=2
-        )
+            kind, mode["sweep"], samples=mode[kind], epochs=mode["epochs"],
+            rounds=min(mode["rounds"], 3), runs=runs[kind],
+        )  # fmt: skip
     results["steps_per_execution"] = {k: {str(s): v for s, v in d.items()} for k, d in out.items()}
+    results["steps_per_execution_rounds"] = {
+        k: {str(s): [round(v) for v in r] for s, r in d.items()} for k, d in runs.items()
+    }
     print(table(
         ["model", *[f"spe={v}" for v in mode["sweep"]]],
         [[k.upper(), *[f"{d[v]:,.0f} ({d[v] / d[mode['sweep'][0]]:.2f}x)" for v in mode["sweep"]]]
@@ -168,9 +173,14 @@ def defaults(mode: dict, results: dict) -> None:
     print(
         "\n## 1d. One kk.train default changed at a time (samples/s, vs as shipped)\n", flush=True
     )
-    out = {k: train_speed.variants(k, samples=mode[k], epochs=mode["epochs"], rounds=2)
+    runs: dict = {"mlp": {}, "cnn": {}}
+    out = {k: train_speed.variants(k, samples=mode[k], epochs=mode["epochs"],
+                                   rounds=min(mode["rounds"], 3), runs=runs[k])
            for k in ("mlp", "cnn")}  # fmt: skip
     results["variants"] = out
+    results["variants_rounds"] = {
+        k: {n: [round(v) for v in r] for n, r in d.items()} for k, d in runs.items()
+    }
     names = list(train_speed.VARIANTS)
     print(table(
         ["variant", "MLP", "CNN"],

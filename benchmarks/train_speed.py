@@ -248,10 +248,15 @@ def compare(kinds, *, samples: int, epochs: int, rounds: int, batch_size: int = 
 
 
 def sweep_steps_per_execution(kind: str, values, *, samples: int, epochs: int, rounds: int,
-                              batch_size: int = 128) -> dict:  # fmt: skip
-    """kk.train samples/s for each `compile.steps_per_execution` value (interleaved rounds)."""
+                              batch_size: int = 128, runs: dict | None = None) -> dict:  # fmt: skip
+    """kk.train samples/s for each `compile.steps_per_execution` value (interleaved rounds).
+
+    Returns {value: median samples/s}; `runs`, if given, receives every round's figure.
+    """
     x, y = mnist_like(kind, samples)
-    out: dict = {v: [] for v in values}
+    warm_up(kind, x, y, batch_size)
+    out: dict = runs if runs is not None else {}
+    out.update({v: [] for v in values})
     for r in range(rounds):
         for v in values if r % 2 == 0 else list(values)[::-1]:
             _fresh()
@@ -273,13 +278,17 @@ VARIANTS = {
 }
 
 
-def variants(kind: str, *, samples: int, epochs: int, rounds: int, batch_size: int = 128) -> dict:
+def variants(kind: str, *, samples: int, epochs: int, rounds: int, batch_size: int = 128,
+             runs: dict | None = None) -> dict:  # fmt: skip
     """kk.train samples/s with one default changed at a time (interleaved rounds).
 
-    Returns {variant: median samples/s}; the first is kk.train as shipped.
+    Returns {variant: median samples/s}; the first is kk.train as shipped. `runs`, if
+    given, receives every round's figure.
     """
     x, y = mnist_like(kind, samples)
-    out: dict = {v: [] for v in VARIANTS}
+    warm_up(kind, x, y, batch_size)
+    out: dict = runs if runs is not None else {}
+    out.update({v: [] for v in VARIANTS})
     for r in range(rounds):
         for name in VARIANTS if r % 2 == 0 else list(VARIANTS)[::-1]:
             _fresh()
