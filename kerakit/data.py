@@ -809,11 +809,14 @@ def make_pipeline(
     ds = ds.prefetch(tf.data.AUTOTUNE)
     if autotune in (None, "auto"):
         autotune = not cache
-    if not autotune:
-        options = tf.data.Options()
-        options.autotune.enabled = False
-        ds = ds.with_options(options)
-    return ds
+    return ds if autotune else without_autotune(ds)
+
+
+def without_autotune(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """`ds` with tf.data's autotuner off (for data already in memory; see `make_pipeline`)."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
 
 
 def _one_hot(y, num_classes):

@@ -34,6 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerakit.data import without_autotune
 from kerakit.errors import NOWHERE, ModelFileError, RecipeError, Where, did_you_mean
 from kerakit.transfer_spec import BACKBONES, Backbone, list_backbones, resolve_transfer
 
@@ -540,4 +541,5 @@ def cache_features(
     if shuffle:
         n = int(cached.cardinality())
         cached = cached.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
-    return cached.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    # features in memory or a small saved copy: nothing for tf.data's autotuner to tune
+    return without_autotune(cached.batch(batch_size).prefetch(tf.data.AUTOTUNE))
