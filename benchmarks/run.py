@@ -42,9 +42,9 @@ MODES = {
     "smoke": {"mlp": 512, "cnn": 256, "epochs": 2, "rounds": 1, "peak_n": 256, "peak_s": 0.2,
               "imports": 1, "process": 0, "configs": False, "sweep": ()},
     "quick": {"mlp": 51_200, "cnn": 12_800, "epochs": 4, "rounds": 3, "peak_n": 2048, "peak_s": 2.0,
-              "imports": 3, "process": 1, "configs": False, "sweep": ()},
+              "imports": 3, "process": 2, "configs": False, "sweep": ()},
     "full": {"mlp": 76_800, "cnn": 19_200, "epochs": 4, "rounds": 5, "peak_n": 2048, "peak_s": 4.0,
-             "imports": 5, "process": 2, "configs": True, "sweep": (1, 8, 32, 128)},
+             "imports": 5, "process": 4, "configs": True, "sweep": (1, 8, 32, 128)},
 }  # fmt: skip
 
 
