@@ -144,6 +144,12 @@ def load_backup(model: Any, path: str | os.PathLike) -> None:
         variable.assign(value)
 
 
+def _snapshot(variable: Any) -> np.ndarray:
+    """A private copy of a variable's value now, safe to write while training goes on."""
+    value = np.asarray(variable)  # Keras's __array__ already copies (TensorFlow backend)
+    return value if value.flags.owndata else value.copy()
+
+
 def _plain_array(value: np.ndarray) -> np.ndarray:
     # np.savez stores NumPy's own dtypes; others (ml_dtypes' bfloat16) go as raw bytes
     # and are read back with the variable's dtype.
@@ -320,9 +326,7 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
     def _save(self, epoch: int, batch: int | None, logs: dict | None, wait: bool = False) -> None:
         self.wait()  # one write at a time, in order
         loss = (logs or {}).get("loss")
-        # The values as they are now (TensorFlow copies a variable on its next write
-        # while a read of it is alive), written while training goes on.
-        values = [np.asarray(v) for v in _state_variables(self.model)]
+        values = [_snapshot(v) for v in _state_variables(self.model)]
         if (loss is not None and not np.isfinite(float(loss))) or not all(
             np.isfinite(v).all() for v in values[: len(self.model.weights)]
         ):

@@ -264,6 +264,19 @@ def test_backups_are_written_while_training_goes_on_and_restore_exactly(tmp_path
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_the_values_a_backup_writes_do_not_move_with_training():
+    from kerakit.checkpoint import _snapshot, _state_variables
+
+    model, x, y = _tiny()
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    taken = [_snapshot(v) for v in _state_variables(model)]
+    kept = [t.copy() for t in taken]
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)  # what the writer thread overlaps
+    for t, k in zip(taken, kept):
+        np.testing.assert_array_equal(t, k)
+    assert not np.array_equal(taken[0], np.asarray(model.weights[0]))  # the model did move
+
+
 def test_a_failed_background_write_is_raised_and_keeps_the_previous_backup(tmp_path):
     from kerakit.checkpoint import SafeBackupAndRestore
 
