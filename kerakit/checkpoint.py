@@ -41,6 +41,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from kerakit.errors import ResumeError
 from kerakit.saving import atomic_path, cache_keras_skipsets, write_json
@@ -131,7 +132,7 @@ def load_backup(model: Any, path: str | os.PathLike) -> None:
             )
         values = []
         for i, variable in enumerate(variables):
-            dtype = np.asarray(variable).dtype
+            dtype = tf.as_dtype(variable.dtype).as_numpy_dtype  # no copy of the value
             value = stored[f"v{i}"]
             if value.dtype != dtype:
                 value = value.view(dtype) if value.dtype == np.uint8 else value.astype(dtype)
