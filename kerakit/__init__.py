@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 
+from kerakit import _moved
 from kerakit.errors import (
     DataError,
     KerakitError,
@@ -24,6 +25,8 @@ from kerakit.errors import (
 )
 
 __version__ = "0.1.0"
+
+_moved.install()  # old module paths (kerakit.checkpoint, ...) keep working, with a warning
 
 # public name -> module that defines it (loaded lazily; see __getattr__)
 _LAZY = {

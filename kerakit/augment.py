@@ -1,7 +1,7 @@
 """Image augmentation: one fused warp per batch, in tf.data or inside the model.
 
 `augmentation(...)` takes what a recipe's `augment:` section takes (a preset,
-ops, ImageDataGenerator keywords; see `kerakit.augment_spec`) and returns an
+ops, ImageDataGenerator keywords; see `kerakit.recipe.augment`) and returns an
 `Augmentation`, which runs it on batches:
 
 - the geometric ops (flip, rotation, shift, zoom, shear, crop) are composed
@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerakit.augment_spec import COLOR, GEOMETRIC, LABEL, resolve_augment
+from kerakit.recipe.augment import COLOR, GEOMETRIC, LABEL, resolve_augment
 from kerakit.errors import NOWHERE, Where
 
 __all__ = ["Augmentation", "augmentation", "strip_augmentation", "AugmentLayer"]

@@ -24,7 +24,7 @@ from typing import Any
 
 import keras
 
-from kerakit.callbacks_spec import PATH_KEYS, resolve_callbacks
+from kerakit.recipe.callbacks import PATH_KEYS, resolve_callbacks
 from kerakit.checkpoint import SafeBackupAndRestore, SafeModelCheckpoint
 from kerakit.errors import NOWHERE, Where, did_you_mean
 

@@ -241,19 +241,19 @@ def _dispatch(args, argv) -> int:
 
 def _list(what: str) -> int:
     if what == "presets":
-        from kerakit.presets import PRESETS
+        from kerakit.recipe.compile import PRESETS
 
         table = {name: entry["description"] for name, entry in PRESETS.items()}
     elif what == "bundles":
-        from kerakit.callbacks_spec import list_bundles as lister
+        from kerakit.recipe.callbacks import list_bundles as lister
 
         table = lister()
     elif what == "backbones":
-        from kerakit.transfer_spec import list_backbones as lister
+        from kerakit.recipe.transfer import list_backbones as lister
 
         table = lister()
     else:
-        from kerakit.augment_spec import list_presets as lister
+        from kerakit.recipe.augment import list_presets as lister
 
         table = lister()
     for name, description in table.items():

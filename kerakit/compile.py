@@ -2,7 +2,7 @@
 
     kk.compile_model(model, preset="multiclass", optimizer={"adam": {"learning_rate": 1e-3}})
 
-A preset (see `kerakit.presets.PRESETS`) fills optimizer, loss and metrics;
+A preset (see `kerakit.recipe.compile.PRESETS`) fills optimizer, loss and metrics;
 anything given overrides it. With no preset, one is inferred from the output
 layer (softmax -> multiclass, one sigmoid unit -> binary, ...) and the choice
 is reported. Names resolve through Keras itself (`keras.optimizers.get`, ...).
@@ -21,7 +21,7 @@ from typing import Any
 import keras
 
 from kerakit.errors import NOWHERE, Where, did_you_mean
-from kerakit.presets import PRESETS, by_output, infer_preset_name
+from kerakit.recipe.compile import PRESETS, by_output, infer_preset_name
 
 __all__ = ["PRESETS", "compile_model", "infer_preset", "resolve_compile"]
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from kerakit.data_spec import COMMON_DEFAULTS, data_path, resolve_data, source_kind
+from kerakit.recipe.data import COMMON_DEFAULTS, data_path, resolve_data, source_kind
 from kerakit.errors import NOWHERE, DataError, Where, did_you_mean
 
 IN_MEMORY_BYTES = 512 * 2**20  # prepared data up to this size is cached in memory

@@ -47,7 +47,7 @@ def evaluate(
         {metric: value}.
     """
     from kerakit.data import load_data
-    from kerakit.data_spec import resolve_data
+    from kerakit.recipe.data import resolve_data
 
     model, recipe, folder = _open(run_or_model, trusted)
     if data is None and recipe is None:

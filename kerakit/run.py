@@ -268,7 +268,7 @@ def _needs_data_for_build(recipe: Recipe) -> bool:
 def _label_mode(preset: str) -> str:
     """make_pipeline's label mode: "onehot" converts class ids; "int" passes labels as given
     (class ids, 0/1, multi-hot rows or real-valued targets)."""
-    from kerakit.presets import PRESETS
+    from kerakit.recipe.compile import PRESETS
 
     return "onehot" if PRESETS.get(preset, {}).get("label_mode") == "onehot" else "int"
 
@@ -389,7 +389,7 @@ def _check_data_fits(recipe: Recipe, model, bundle) -> None:
 def _train_in(
     resolved, model, bundle, path, resuming, strategy, policy, command, verbose, print_fn, extra
 ) -> Run:
-    from kerakit._yaml import dump_yaml
+    from kerakit.recipe.reader import dump_yaml
     from kerakit.runfolder import kept_recipe
     from kerakit.saving import write_text
 

@@ -54,7 +54,7 @@ def kept_recipe(recipe: Recipe) -> dict:
     named by absolute path. Relative ones were relative to the recipe's folder, which
     the run folder is not: `kerakit evaluate RUN` and a rerun of the kept recipe must
     find them."""
-    from kerakit.data_spec import data_path, source_kind
+    from kerakit.recipe.data import data_path, source_kind
 
     def absolute(text: str) -> str:
         return str(data_path(text, recipe.base_dir).resolve())
@@ -71,7 +71,7 @@ def kept_recipe(recipe: Recipe) -> dict:
 
 
 def _stored_recipe(path: Path) -> dict:
-    from kerakit._yaml import load_yaml
+    from kerakit.recipe.reader import load_yaml
 
     file = path / "recipe.resolved.yaml"
     if not file.is_file():

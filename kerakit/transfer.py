@@ -36,7 +36,7 @@ import tensorflow as tf
 
 from kerakit.data import without_autotune
 from kerakit.errors import NOWHERE, ModelFileError, RecipeError, Where, did_you_mean
-from kerakit.transfer_spec import BACKBONES, Backbone, list_backbones, resolve_transfer
+from kerakit.recipe.transfer import BACKBONES, Backbone, list_backbones, resolve_transfer
 
 __all__ = [
     "BACKBONES",

@@ -25,7 +25,7 @@ import keras
 from kerakit.compile import apply_compile
 from kerakit.saving import atomic_path, write_json
 from kerakit.transfer import cache_features, set_stage, split_for_feature_cache
-from kerakit.transfer_spec import decide_feature_cache
+from kerakit.recipe.transfer import decide_feature_cache
 
 
 class StageColumn(keras.callbacks.Callback):

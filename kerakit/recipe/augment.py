@@ -32,8 +32,9 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from kerakit import _schema as S
 from kerakit.errors import NOWHERE, Where, did_you_mean
+from kerakit.recipe import schema as S
+from kerakit.recipe.registry import Registry
 
 # The ops, in the order the docs list them. Geometric ones are fused into one warp.
 GEOMETRIC = ("flip", "rotation", "shift", "zoom", "shear", "crop")
@@ -54,7 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": None,
 }
 
-PRESETS: dict[str, dict] = {
+PRESETS = Registry("augment", "augmentation presets: ops for `augment: NAME`", {
     "light": {
         "description": "flip horizontal, rotation 10, shift 0.1",
         "ops": [{"flip": "horizontal"}, {"rotation": 10}, {"shift": [0.1, 0.1]}],
@@ -82,7 +83,7 @@ PRESETS: dict[str, dict] = {
             {"brightness": {"range": [-0.2, 0.2], "mode": "add"}},
         ],
     },
-}
+})
 
 # ImageDataGenerator keywords that have a faithful equivalent here.
 IDG_KEYS = (
@@ -107,7 +108,7 @@ IDG_UNSUPPORTED = {
 
 def list_presets() -> dict[str, str]:
     """Preset name -> one-line description, for `kerakit list augment`."""
-    return {name: entry["description"] for name, entry in PRESETS.items()}
+    return PRESETS.describe()
 
 
 def resolve_augment(value: Any, where: Where = NOWHERE, *, seed: int | None = None) -> dict | None:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kerakit._schema import (
+from kerakit.recipe.schema import (
     check_bool,
     check_choice,
     check_keys,

@@ -28,8 +28,9 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from kerakit._schema import show, type_name
 from kerakit.errors import NOWHERE, Where, did_you_mean
+from kerakit.recipe.registry import Registry
+from kerakit.recipe.schema import show, type_name
 
 _STANDARD = [
     {"EarlyStopping": {"patience": 5, "restore_best_weights": True}},
@@ -40,23 +41,23 @@ _STANDARD = [
     {"BackupAndRestore": {}},
 ]
 
-# name -> (one-line description, members). Adding a bundle is one entry.
-BUNDLES: dict[str, tuple[str, list[dict]]] = {
-    "none": ("no callbacks", []),
-    "minimal": (
-        "stop on NaN; history.csv in the run folder",
-        [{"TerminateOnNaN": {}}, {"CSVLogger": {}}],
-    ),
-    "standard": (
-        "early stopping (best weights kept), best model saved to best.keras, "
+# Adding a bundle is one entry.
+BUNDLES = Registry("bundles", "callback bundles: `train.callbacks: NAME`", {
+    "none": {"description": "no callbacks", "callbacks": []},
+    "minimal": {
+        "description": "stop on NaN; history.csv in the run folder",
+        "callbacks": [{"TerminateOnNaN": {}}, {"CSVLogger": {}}],
+    },
+    "standard": {
+        "description": "early stopping (best weights kept), best model saved to best.keras, "
         "learning rate cut on plateaus, history.csv, stop on NaN, crash-safe resume",
-        _STANDARD,
-    ),
-    "full": (
-        "standard plus TensorBoard logs in the run folder (needs the tensorboard package)",
-        [*_STANDARD, {"TensorBoard": {}}],
-    ),
-}
+        "callbacks": _STANDARD,
+    },
+    "full": {
+        "description": "standard plus TensorBoard logs in the run folder (needs the tensorboard package)",
+        "callbacks": [*_STANDARD, {"TensorBoard": {}}],
+    },
+})
 DEFAULT_BUNDLE = "standard"
 
 # Arguments that take a save/update frequency: "epoch" or a positive count.
@@ -72,7 +73,7 @@ PATH_KEYS = {
 
 def list_bundles() -> dict[str, str]:
     """Bundle name -> one-line description, for `kerakit list bundles`."""
-    return {name: description for name, (description, _) in BUNDLES.items()}
+    return BUNDLES.describe()
 
 
 def bundle(name: str, where: Where = NOWHERE) -> list[dict]:
@@ -83,7 +84,7 @@ def bundle(name: str, where: Where = NOWHERE) -> list[dict]:
             f"{did_you_mean(name, BUNDLES) if isinstance(name, str) else ''}; "
             f"choose one of: {', '.join(BUNDLES)}, or give a list of Keras callbacks"
         )
-    return copy.deepcopy(BUNDLES[name][1])
+    return copy.deepcopy(BUNDLES[name]["callbacks"])
 
 
 def resolve_callbacks(value: Any = None, where: Where = NOWHERE) -> list[dict]:

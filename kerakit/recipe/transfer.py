@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kerakit._schema import (
+from kerakit.recipe.schema import (
     check_choice,
     check_keys,
     check_mapping,
@@ -30,6 +30,7 @@ from kerakit._schema import (
     type_name,
 )
 from kerakit.errors import NOWHERE, Where, did_you_mean
+from kerakit.recipe.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -68,23 +69,17 @@ class Backbone:
         return self.imagenet_url(input_shape).rsplit("/", 1)[-1]
 
 
-BACKBONES: dict[str, Backbone] = {}
+BACKBONES = Registry("backbones", "transfer-learning backbones: `model.transfer.backbone`")
 
 
 def register_backbone(backbone: Backbone) -> Backbone:
     """Adds a backbone to the registry; registering a name twice is an error."""
-    if backbone.name in BACKBONES:
-        raise ValueError(
-            f"backbone {backbone.name!r} is already registered "
-            f"({BACKBONES[backbone.name].description}); pick another name"
-        )
-    BACKBONES[backbone.name] = backbone
-    return backbone
+    return BACKBONES.register(backbone.name, backbone)
 
 
 def list_backbones() -> dict[str, str]:
     """Backbone name -> one-line description, for ``kerakit list backbones``."""
-    return {name: b.description for name, b in BACKBONES.items()}
+    return BACKBONES.describe()
 
 
 register_backbone(

@@ -1,0 +1,65 @@
+"""The `train:` section: epochs, callbacks, distribution, precision (no TensorFlow)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from kerakit.errors import Where
+from kerakit.recipe import schema as S
+from kerakit.recipe.callbacks import resolve_callbacks
+
+TRAIN_KEYS = [
+    "epochs", "callbacks", "distribute", "precision", "tpu", "verbose", "class_weight",
+]  # fmt: skip
+DISTRIBUTE = ["none", "mirrored", "multi_worker", "tpu"]
+PRECISION = ["auto", "float32", "mixed_bfloat16", "mixed_float16"]
+
+
+def resolve_train(section: Any, where: Where) -> dict:
+    S.check_mapping(section, where)
+    S.check_keys(section, TRAIN_KEYS, where, section="train")
+    out: dict = {}
+    out["epochs"] = S.check_number(
+        section.get("epochs", 10), where.at("epochs"), integer=True, minimum=1
+    )
+    out["callbacks"] = resolve_callbacks(
+        section.get("callbacks", "standard"), where.at("callbacks")
+    )
+    out["distribute"] = S.check_choice(
+        section.get("distribute", "none"), DISTRIBUTE, where.at("distribute"), "distribute strategy"
+    )
+    if out["distribute"] == "tpu":
+        tpu = section.get("tpu", "")
+        if not isinstance(tpu, str):
+            raise where.at("tpu").error(
+                "`tpu:` is the TPU's name or address, a string ('' for the local TPU)"
+            )
+        out["tpu"] = tpu
+    elif "tpu" in section:
+        raise where.at("tpu").error("`tpu:` is only used with `distribute: tpu`")
+    out["precision"] = S.check_choice(
+        section.get("precision", "auto"), PRECISION, where.at("precision"), "precision"
+    )
+    verbose = section.get("verbose", "auto")
+    if verbose != "auto":
+        S.check_number(
+            verbose,
+            where.at("verbose"),
+            integer=True,
+            minimum=0,
+            maximum=2,
+            what="'auto', 0, 1 or 2",
+        )
+    out["verbose"] = verbose
+    if section.get("class_weight") is not None:
+        cw = section["class_weight"]
+        if cw != "balanced":
+            S.check_mapping(
+                cw, where.at("class_weight"), "'balanced' or a mapping of class index to weight"
+            )
+            for k, v in cw.items():
+                S.check_number(v, where.at("class_weight", k), minimum=0)
+        out["class_weight"] = copy.deepcopy(cw)
+    return out
+
