@@ -141,6 +141,11 @@ class Where:
 NOWHERE = Where()
 
 
+def data_error(where: Where, key: str, message: str) -> DataError:
+    """A DataError whose text names the recipe position and key path like a RecipeError."""
+    return DataError(str(where.at(key).error(message)))
+
+
 def where_of(obj: Any, *keys) -> Where:
     """The `Where` of a recipe-like object (a `Recipe` has `.where`), else a bare path."""
     base = getattr(obj, "where", None)

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kerakit.errors import NOWHERE, Where, did_you_mean
 from kerakit.recipe.schema import (
     check_bool,
     check_choice,
@@ -26,7 +27,6 @@ from kerakit.recipe.schema import (
     check_str,
     show,
 )
-from kerakit.errors import NOWHERE, Where, did_you_mean
 
 # Sources with no argument, and sources written `SCHEME:ARGUMENT`.
 PLAIN_SOURCES = ("digits", "mnist_5k", "arrays")

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kerakit.errors import NOWHERE, Where, did_you_mean
+from kerakit.recipe.registry import Registry
 from kerakit.recipe.schema import (
     check_choice,
     check_keys,
@@ -29,8 +31,6 @@ from kerakit.recipe.schema import (
     show,
     type_name,
 )
-from kerakit.errors import NOWHERE, Where, did_you_mean
-from kerakit.recipe.registry import Registry
 
 
 @dataclass(frozen=True)

