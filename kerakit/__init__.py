@@ -57,11 +57,11 @@ _LAZY = {
     "save_model": "kerakit.saving",
     "load_model": "kerakit.saving",
     # pictures and reports
-    "plot_history": "kerakit.plots",
-    "plot_confusion": "kerakit.plots",
-    "show_errors": "kerakit.plots",
-    "show_batch": "kerakit.plots",
-    "save_figure": "kerakit.plots",
+    "plot_history": "kerakit.report.plots",
+    "plot_confusion": "kerakit.report.plots",
+    "show_errors": "kerakit.report.plots",
+    "show_batch": "kerakit.report.plots",
+    "save_figure": "kerakit.report.plots",
     "classification_report": "kerakit.report",
     "confusion_matrix": "kerakit.report",
 }

@@ -29,6 +29,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "kerakit.augment_spec": ("kerakit.recipe.augment",),
     "kerakit.transfer_spec": ("kerakit.recipe.transfer",),
     "kerakit.callbacks_spec": ("kerakit.recipe.callbacks",),
+    "kerakit.plots": ("kerakit.report.plots",),
 }
 
 

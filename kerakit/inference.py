@@ -255,7 +255,7 @@ def preview_augmentation(recipe: Recipe | str, out: str | os.PathLike, *, n: int
         raise recipe.where.error("this recipe has no `augment:` section to preview")
     from kerakit.augment import augmentation
     from kerakit.data import load_data
-    from kerakit.plots import save_figure
+    from kerakit.report.plots import save_figure
 
     bundle = load_data(
         recipe["data"], base_dir=recipe.base_dir, seed=recipe["seed"], where=recipe.where.at("data")

@@ -60,9 +60,9 @@ class Run:
         shown = ", ".join(f"{k}={v:.4f}" for k, v in self.metrics.items() if isinstance(v, float))
         return f"<Run {self.path} {shown}>"
 
-    # The pictures (kerakit.plots); each returns a matplotlib Figure.
+    # The pictures (kerakit.report.plots); each returns a matplotlib Figure.
     def plot_history(self):
-        from kerakit.plots import plot_history
+        from kerakit.report.plots import plot_history
 
         return plot_history(self.history)
 
@@ -76,19 +76,19 @@ class Run:
         return self._preds
 
     def plot_confusion(self, normalize: bool = False):
-        from kerakit.plots import plot_confusion
+        from kerakit.report.plots import plot_confusion
 
         _, y, probs = self._test_predictions()
         return plot_confusion(y, probs, class_names=self.class_names, normalize=normalize)
 
     def show_errors(self, n: int = 16):
-        from kerakit.plots import show_errors
+        from kerakit.report.plots import show_errors
 
         x, y, probs = self._test_predictions()
         if isinstance(x, Mapping):
             raise DataError(
                 f"show_errors shows the inputs as images; this model takes several ({', '.join(x)}). "
-                "Use plot_confusion, or kerakit.plots.show_errors on one input"
+                "Use plot_confusion, or kerakit.report.plots.show_errors on one input"
             )
         return show_errors(x, y, probs, class_names=self.class_names, n=n)
 
@@ -614,7 +614,7 @@ def _warm_up_pictures() -> None:
         try:
             import io
 
-            from kerakit.plots import _figure
+            from kerakit.report.plots import _figure
 
             fig = _figure(1, 1)
             fig.add_subplot().set_title("warm-up 0.5")

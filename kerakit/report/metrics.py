@@ -1,10 +1,11 @@
-"""Per-run numbers: confusion matrix, per-class report, and the run's `report.md`.
+"""Per-run numbers: labels from predictions, confusion matrix, per-class report (NumPy only).
 
 The math is plain NumPy (no scikit-learn), and every function takes labels in
 whatever form a Keras model gives them: integer class ids, one-hot rows, or
 predicted probabilities (softmax rows, or sigmoid scores for a binary model).
 `classification_report` returns a plain, JSON-ready dict, so a run can save it
-next to its test metrics and `format_report_table` can turn it into Markdown.
+next to its test metrics and `report.run_report.format_report_table` can turn it
+into Markdown.
 
     probs = model.predict(x_test)
     report = kk.classification_report(y_test, probs, class_names=["cat", "dog"])
@@ -13,19 +14,12 @@ next to its test metrics and `format_report_table` can turn it into Markdown.
 
 from __future__ import annotations
 
-import math
-import os
-import uuid
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from kerakit.errors import DataError
-
-# The pictures a run folder may hold, in the order report.md shows them.
-RUN_IMAGES = ("history.png", "confusion.png", "errors.png")
 
 
 def to_labels(y: Any) -> np.ndarray:
@@ -210,147 +204,6 @@ def predicted_with_confidence(probs: Any) -> tuple[np.ndarray, np.ndarray]:
     return pred, p[np.arange(len(p)), pred]
 
 
-def format_report_table(report: Mapping) -> str:
-    """A `classification_report` as a Markdown table, one row per class.
-
-    Example:
-        >>> print(format_report_table(classification_report([0, 1], [0, 1])))  # doctest: +SKIP
-        | class | precision | recall | F1 | support |
-        ...
-    """
-    lines = [
-        "| class | precision | recall | F1 | support |",
-        "|---|---:|---:|---:|---:|",
-    ]
-
-    def row(name: str, r: Mapping) -> str:
-        cells = [f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}"]
-        return f"| {_md(name)} | " + " | ".join(cells) + f" | {r['support']} |"
-
-    for name, r in report["per_class"].items():
-        lines.append(row(name, r))
-    lines.append(row("**macro avg**", report["macro_avg"]))
-    lines.append(row("**weighted avg**", report["weighted_avg"]))
-    lines.append(f"| **accuracy** | | | {report['accuracy']:.3f} | {report['support']} |")
-    return "\n".join(lines) + "\n"
-
-
-def write_run_report(
-    run_dir: str | os.PathLike,
-    *,
-    metrics: Mapping[str, Any],
-    report: Mapping | None = None,
-    images: Sequence[str] | None = None,
-    title: str = "kerakit run",
-) -> Path:
-    """Write `report.md` in a run folder: pictures, test metrics, per-class table.
-
-    Args:
-        run_dir: the run folder; the pictures are linked relative to it.
-        metrics: test metrics, e.g. `model.evaluate(..., return_dict=True)`.
-        report: a `classification_report`, or None to leave the table out.
-        images: file names of pictures in `run_dir` to link; by default
-            whichever of `history.png`, `confusion.png`, `errors.png` exist.
-        title: the page's heading (the recipe or run name reads well).
-
-    Returns:
-        The path of the written `report.md` (written atomically).
-
-    Example:
-        >>> write_run_report("runs/digits", metrics={"loss": 0.1, "accuracy": 0.97})  # doctest: +SKIP
-    """
-    run_dir = Path(run_dir)
-    if images is None:
-        images = [name for name in RUN_IMAGES if (run_dir / name).is_file()]
-    captions = {
-        "history.png": "Learning curves",
-        "confusion.png": "Confusion matrix (test set)",
-        "errors.png": "Most confidently wrong test samples",
-    }
-    out = [f"# {title}", ""]
-    out += ["## Test metrics", "", "| metric | value |", "|---|---:|"]
-    out += [f"| {_md(str(k))} | {_fmt(v)} |" for k, v in metrics.items()]
-    if not metrics:
-        out.append("| (none recorded) | |")
-    out.append("")
-    if report is not None:
-        out += ["## Per-class report (test set)", "", format_report_table(report)]
-    for name in images:
-        caption = captions.get(name, Path(name).stem)
-        out += [f"## {caption}", "", f"![{caption}]({Path(name).as_posix()})", ""]
-    return _atomic_write_text(run_dir / "report.md", "\n".join(out).rstrip() + "\n")
-
-
-def write_run_pictures(
-    run_dir: str | os.PathLike,
-    *,
-    history: Any = None,
-    y_true: Any = None,
-    probs: Any = None,
-    x: Any = None,
-    class_names: Sequence[str] | None = None,
-    metrics: Mapping[str, Any] | None = None,
-    title: str = "kerakit run",
-    n_errors: int = 16,
-) -> dict[str, Path]:
-    """Save a run's pictures as PNG and write its `report.md`, in one call.
-
-    Draws `history.png` when a history is given, `confusion.png` when test
-    labels and predictions are given, and `errors.png` when the test inputs
-    are given too; then writes `report.md` linking whatever was drawn.
-
-    Args:
-        run_dir: the run folder.
-        history: a Keras `History`, its `.history` dict, or a `history.csv` path.
-        y_true: test labels.
-        probs: the model's predictions on the same test samples, same order.
-        x: the test inputs (for the errors picture).
-        class_names: one name per class.
-        metrics: test metrics for the report.
-        title: the report's heading.
-        n_errors: how many wrong samples to show.
-
-    Returns:
-        `{file name: path}` of everything written.
-
-    Example:
-        >>> write_run_pictures("runs/x", history="runs/x/history.csv")  # doctest: +SKIP
-    """
-    from kerakit import plots  # matplotlib only when pictures are asked for
-
-    run_dir = Path(run_dir)
-    written: dict[str, Path] = {}
-    figures = {}
-    if history is not None:
-        figures["history.png"] = lambda: plots.plot_history(history)
-    if y_true is not None and probs is not None:
-        figures["confusion.png"] = lambda: plots.plot_confusion(y_true, probs, class_names)
-        if x is not None:
-            figures["errors.png"] = lambda: plots.show_errors(
-                x, y_true, probs, class_names, n=n_errors
-            )
-    for name, draw in figures.items():
-        written[name] = plots.save_figure(draw(), run_dir / name)
-    report = None
-    if y_true is not None and probs is not None:
-        report = classification_report(
-            y_true, probs, class_names, num_classes=_num_classes(probs, class_names)
-        )
-    written["report.md"] = write_run_report(
-        run_dir, metrics=dict(metrics or {}), report=report, images=list(figures), title=title
-    )
-    return written
-
-
-def _num_classes(probs: Any, class_names: Sequence[str] | None) -> int | None:
-    if class_names is not None:
-        return len(class_names)
-    p = np.asarray(probs)
-    if p.ndim == 2 and p.shape[1] > 1:
-        return int(p.shape[1])
-    return None
-
-
 def _pair(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
     t, p = to_labels(y_true), to_labels(y_pred)
     if len(t) != len(p):
@@ -368,37 +221,3 @@ def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-        return _md(str(value))
-    value = float(value)
-    if math.isnan(value) or math.isinf(value):
-        return str(value)
-    if value == int(value) and abs(value) < 1e12:
-        return str(int(value))
-    return f"{value:.4g}"
-
-
-def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
-    """Write a file through `write(binary_file)` atomically: temp file, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # same folder, so os.replace is a rename; open(), not mkstemp, so the file
-    # gets the user's umask rather than mkstemp's private 0600
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _atomic_write_text(path: Path, text: str) -> Path:
-    return _atomic_write(path, lambda f: f.write(text.encode("utf-8")))

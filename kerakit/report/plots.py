@@ -15,7 +15,6 @@ still shows inline when it is the last value of a notebook cell.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import sys
@@ -27,8 +26,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from kerakit._files import atomic_write
 from kerakit.errors import DataError
-from kerakit.report import _atomic_write, confusion_matrix, predicted_with_confidence, to_labels
+from kerakit.report.history import HISTORY_FILE, history_columns
+from kerakit.report.metrics import confusion_matrix, predicted_with_confidence, to_labels
 
 _NOT_CURVES = {"epoch", "stage"}
 _LOG_SCALE = {"learning_rate", "lr"}
@@ -66,7 +67,7 @@ def plot_history(history: Any) -> Figure:
 
     ncols = min(len(names), 3)
     nrows = math.ceil(len(names) / ncols)
-    fig = _figure(4.2 * ncols, 3.2 * nrows)
+    fig = figure(4.2 * ncols, 3.2 * nrows)
     x = np.arange(1, epochs + 1)
     for i, name in enumerate(names):
         ax = fig.add_subplot(nrows, ncols, i + 1)
@@ -118,7 +119,7 @@ def plot_confusion(
     shown = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0) if normalize else cm
 
     side = min(max(3.5, 0.5 * k + 2.0), 16.0)
-    fig = _figure(side + 1.0, side)
+    fig = figure(side + 1.0, side)
     ax = fig.add_subplot()
     image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1.0 if normalize else max(cm.max(), 1))
     fig.colorbar(image, ax=ax, shrink=0.8)
@@ -229,6 +230,29 @@ def show_batch(
     return _grid(x, titles)
 
 
+def show_augmented(originals: np.ndarray, augmented: np.ndarray) -> Figure:
+    """Rows of original images, each above its augmented copy (`Augmentation.preview`).
+
+    Args:
+        originals: images `(count, height, width, channels)`.
+        augmented: the same images augmented, same shape.
+    """
+    both, cmap = _displayable(np.concatenate([originals.astype("float32"), augmented]))
+    count = len(originals)
+    ncols = min(count, 8)
+    nrows = math.ceil(count / ncols)
+    fig = figure(1.3 * ncols, 2.7 * nrows)
+    for i in range(count):
+        r, c = divmod(i, ncols)
+        for k, title in ((0, "original"), (1, "augmented")):
+            ax = fig.add_subplot(2 * nrows, ncols, (2 * r + k) * ncols + c + 1)
+            ax.imshow(both[i + k * count], cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            if c == 0:
+                ax.set_title(title, fontsize="small", loc="left")
+            ax.set_axis_off()
+    return fig
+
+
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
     """Save a figure as PNG, atomically (a reader never sees half a file).
 
@@ -243,13 +267,16 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
     Example:
         >>> save_figure(plot_history("runs/x/history.csv"), "runs/x/history.png")  # doctest: +SKIP
     """
-    return _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi, facecolor="white"))
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi, facecolor="white")
+    return Path(path)
 
 
 # --- helpers ---------------------------------------------------------------
 
 
-def _figure(width: float, height: float, layout: str | None = "constrained") -> Figure:
+def figure(width: float, height: float, layout: str | None = "constrained") -> Figure:
+    """A matplotlib Figure on the Agg canvas (no pyplot), shown inline in notebooks."""
     fig = Figure(figsize=(width, height), layout=layout)
     FigureCanvasAgg(fig)  # draws and saves with no display and no pyplot
     _enable_notebook_display()
@@ -277,7 +304,7 @@ def _enable_notebook_display() -> None:
 
 
 def _message_figure(text: str) -> Figure:
-    fig = _figure(5, 1.5)
+    fig = figure(5, 1.5)
     fig.text(0.5, 0.5, text, ha="center", va="center")
     return fig
 
@@ -293,18 +320,15 @@ def _history_columns(history: Any) -> dict[str, list]:
         )
     path = Path(history)
     if path.is_dir():
-        path = path / "history.csv"
+        path = path / HISTORY_FILE
     if not path.is_file():
-        raise DataError(f"no history file at {path}; a run folder keeps it as history.csv")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    keys = list(rows[0]) if rows else []
-    return {k: _numbers(k, [r.get(k) for r in rows]) for k in keys if k}
+        raise DataError(f"no history file at {path}; a run folder keeps it as {HISTORY_FILE}")
+    return {k: _numbers(k, v) for k, v in history_columns(path).items()}
 
 
 def _numbers(key: str, values: list) -> list:
     if key == "stage":
-        return ["" if v is None else v for v in values]
+        return ["" if v is None else (str(int(v)) if isinstance(v, float) else v) for v in values]
     out = []
     for v in values:
         try:
@@ -388,7 +412,7 @@ def _grid(x: np.ndarray, titles: list[str], title_color: str = "black") -> Figur
     width, height = 1.9 * ncols, (1.7 + 0.25 * lines) * nrows
     # Tiles placed by hand: a layout engine would measure every tile's ticks
     # and text at each save (3x the time of the whole picture).
-    fig = _figure(width, height, layout=None)
+    fig = figure(width, height, layout=None)
     tile_w, tile_h = 1 / ncols, 1 / nrows
     pad_x, pad_y, top = 0.05 / width, 0.05 / height, band / height
     for i in range(count):
@@ -409,7 +433,7 @@ def _table_figure(header: list[str], rows: list[list], x: np.ndarray) -> Figure:
     for row, features in zip(rows, flat):
         extra = ["..."] if flat.shape[1] > 5 else []
         cells.append([str(c) for c in row] + [f"{v:.3g}" for v in features[:shown]] + extra)
-    fig = _figure(1.2 * len(header) + 1, 0.35 * (len(cells) + 1) + 0.5)
+    fig = figure(1.2 * len(header) + 1, 0.35 * (len(cells) + 1) + 0.5)
     ax = fig.add_subplot()
     ax.set_axis_off()
     table = ax.table(cellText=cells, colLabels=header, loc="center")
