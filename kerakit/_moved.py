@@ -30,6 +30,12 @@ MOVED: dict[str, tuple[str, ...]] = {
     "kerakit.transfer_spec": ("kerakit.recipe.transfer",),
     "kerakit.callbacks_spec": ("kerakit.recipe.callbacks",),
     "kerakit.plots": ("kerakit.report.plots",),
+    "kerakit.compile": ("kerakit.models.compile", "kerakit.models.names"),
+    "kerakit.safety": ("kerakit.saving.safety",),
+    "kerakit.transfer": (
+        "kerakit.models.transfer", "kerakit.models.backbones", "kerakit.models.layers",
+        "kerakit.recipe.transfer",
+    ),
 }
 
 

@@ -97,14 +97,14 @@ def check_model_file(path: str | os.PathLike) -> None:
     """
     path = os.fspath(path)
     if path.endswith(".h5") or path.endswith(".hdf5"):
-        configs = _h5_configs(path)
+        configs = h5_configs(path)
     else:
-        configs = [_keras_archive_config(path)]
+        configs = [keras_archive_config(path)]
     for config in configs:
         check_config(config, path)
 
 
-def _keras_archive_config(path: str) -> Any:
+def keras_archive_config(path: str) -> Any:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as e:
@@ -135,7 +135,7 @@ def _keras_archive_config(path: str) -> Any:
     return _parse_json(raw, path)
 
 
-def _h5_configs(path: str) -> list:
+def h5_configs(path: str) -> list:
     import h5py
 
     try:

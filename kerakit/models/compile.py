@@ -11,150 +11,30 @@ is reported. Names resolve through Keras itself (`keras.optimizers.get`, ...).
 from __future__ import annotations
 
 import copy
-import importlib
-import inspect
-import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import keras
 
 from kerakit.errors import NOWHERE, Where, did_you_mean
+from kerakit.models.names import resolve_object
 from kerakit.recipe.compile import PRESETS, by_output, infer_preset_name
 
 __all__ = ["PRESETS", "compile_model", "infer_preset", "resolve_compile"]
 
 
-def _camel(name: str) -> str:
-    return "".join(p[:1].upper() + p[1:] for p in re.split(r"_+", name))
-
-
-def _names(module) -> list[str]:
-    """Every name `module.get` knows (for "did you mean"): Keras's own table plus the public names."""
-    names = {n for n in dir(module) if not n.startswith("_")}
-    try:
-        src = importlib.import_module("keras.src." + module.__name__.rsplit(".", 1)[-1])
-        names |= set(getattr(src, "ALL_OBJECTS_DICT", {}))
-    except ImportError:
-        pass
-    return sorted(names)
-
-
-def _find_class(module, name: str, base: type):
-    for cand in (name, _camel(name), name.upper()):
-        obj = getattr(module, cand, None)
-        if inspect.isclass(obj) and issubclass(obj, base):
-            return obj
-    lower = {n.lower(): n for n in dir(module)}
-    hit = lower.get(name.lower().replace("_", ""))
-    obj = getattr(module, hit, None) if hit else None
-    if inspect.isclass(obj) and issubclass(obj, base):
-        return obj
-    return None
-
-
-def _accepted_arguments(cls: type) -> list[str]:
-    """Every named argument along the class's constructors (Keras passes **kwargs up the MRO)."""
-    names: list[str] = []
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        try:
-            params = inspect.signature(init).parameters.values()
-        except (TypeError, ValueError):
-            continue
-        names += [
-            p.name
-            for p in params
-            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"
-        ]
-    # Keras layers also take these through **kwargs
-    if issubclass(cls, keras.layers.Layer):
-        names += ["input_shape", "input_dim", "batch_size", "name", "dtype", "trainable"]
-    return list(dict.fromkeys(names))
-
-
-def instantiate(cls: type, args: Any, where: Where, what: str):
-    """cls(**args) / cls(args) / cls(*args), with Keras's complaints turned into recipe errors."""
-    if isinstance(args, Mapping):
-        for key, value in args.items():
-            # Keras takes NaN silently in many places (Adam(learning_rate=nan), beta_1=nan, ...)
-            # and training then produces nothing but NaN; no Keras argument means NaN.
-            if isinstance(value, float) and math.isnan(value):
-                raise where.at(key).error(f"{cls.__name__}'s {key!r} is NaN; give a number")
-    try:
-        if isinstance(args, Mapping):
-            return cls(**args)
-        if isinstance(args, list):
-            return cls(*args)
-        return cls(args)
-    except Exception as exc:  # a constructor given recipe values: whatever it raises is about them
-        if isinstance(args, Mapping):
-            accepted = _accepted_arguments(cls)
-            for key in args:
-                if key not in accepted:
-                    raise where.at(key).error(
-                        f"{cls.__name__} has no argument {key!r}{did_you_mean(key, accepted)}; "
-                        f"its arguments are: {', '.join(a for a in accepted if not a.startswith('_'))}"
-                    ) from None
-        msg = " ".join(str(exc).split()) or type(exc).__name__
-        raise _at_argument(where, args, msg).error(
-            f"cannot create {what} {cls.__name__}: {msg}"
-        ) from None
-
-
-def _at_argument(where: Where, args: Any, message: str) -> Where:
-    """Point at the argument Keras's message names (`rate`, "Received: rate=1.5"), if any."""
-    if isinstance(args, Mapping):
-        for key in args:
-            if isinstance(key, str) and re.search(
-                rf"`{re.escape(key)}`|\b{re.escape(key)}=|'{re.escape(key)}'", message
-            ):
-                return where.at(key)
-        if len(args) == 1:  # one argument given: it is the one Keras refused
-            return where.at(next(iter(args)))
-    return where
-
-
-def _resolve(kind: str, module, base: type, value: Any, where: Where, *, keep_strings: bool):
-    """A Keras object from a name, {name: args}, or a ready object (passed through)."""
-    if isinstance(value, base) or callable(value) and not isinstance(value, (str, Mapping)):
-        return value
-    if isinstance(value, str):
-        try:
-            obj = module.get(value)
-        except (ValueError, TypeError):
-            obj = None
-        if obj is None:
-            raise where.error(f"unknown {kind} {value!r}{did_you_mean(value, _names(module))}")
-        return value if keep_strings else obj
-    if isinstance(value, Mapping) and len(value) == 1:
-        ((name, args),) = value.items()
-        cls = _find_class(module, str(name), base)
-        if cls is None:
-            raise where.at(name).error(
-                f"unknown {kind} {name!r}{did_you_mean(name, _names(module))}"
-            )
-        return instantiate(cls, args if args is not None else {}, where.at(name), kind)
-    raise where.error(
-        f"expected a {kind} name, {{name: {{args}}}} or a Keras object, got {value!r}"
-    )
-
-
 def get_optimizer(value: Any, where: Where = NOWHERE) -> keras.optimizers.Optimizer:
-    return _resolve(
+    return resolve_object(
         "optimizer", keras.optimizers, keras.optimizers.Optimizer, value, where, keep_strings=False
     )
 
 
 def get_loss(value: Any, where: Where = NOWHERE):
-    return _resolve("loss", keras.losses, keras.losses.Loss, value, where, keep_strings=True)
+    return resolve_object("loss", keras.losses, keras.losses.Loss, value, where, keep_strings=True)
 
 
 def get_metric(value: Any, where: Where = NOWHERE):
-    return _resolve("metric", keras.metrics, keras.metrics.Metric, value, where, keep_strings=True)
+    return resolve_object("metric", keras.metrics, keras.metrics.Metric, value, where, keep_strings=True)
 
 
 def _output_layers(model: keras.Model) -> dict[str, keras.layers.Layer]:

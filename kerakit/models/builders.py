@@ -18,45 +18,10 @@ from typing import Any
 
 import keras
 
-from kerakit.compile import instantiate
-from kerakit.errors import NOWHERE, RecipeError, Where, did_you_mean
+from kerakit.errors import NOWHERE, RecipeError, Where
+from kerakit.models.names import get_layer_class, instantiate
 
 __all__ = ["build_model", "get_layer_class", "make_layer"]
-
-
-# A recipe is plain data and never runs code (docs/security.md): these layers would.
-_REFUSED_LAYERS = {
-    "Lambda": "a recipe cannot hold Python code, so Lambda has nothing to run; write the function "
-    "as a layer class registered with keras.saving.register_keras_serializable and name it here",
-    "TFSMLayer": "TFSMLayer loads and runs a TensorFlow graph from a path, which a recipe from "
-    "someone else must not do; load a SavedModel with kk.load_model (it checks the graph) instead",
-}
-
-
-def _layer_names() -> list[str]:
-    return [n for n in dir(keras.layers) if inspect.isclass(getattr(keras.layers, n, None))]
-
-
-def get_layer_class(name: str, where: Where = NOWHERE) -> type:
-    """A layer class by its Keras name, or a registered serializable name ("package>Name")."""
-    if name in _REFUSED_LAYERS:
-        raise where.error(_REFUSED_LAYERS[name])
-    cls = getattr(keras.layers, name, None)
-    if inspect.isclass(cls) and issubclass(cls, keras.layers.Layer):
-        return cls
-    registered = keras.saving.get_registered_object(name)
-    if registered is None and ">" not in name:
-        for full, obj in keras.saving.get_custom_objects().items():
-            if full.split(">")[-1] == name:
-                registered = obj
-                break
-    if inspect.isclass(registered) and issubclass(registered, keras.layers.Layer):
-        return registered
-    known = _layer_names() + [k.split(">")[-1] for k in keras.saving.get_custom_objects()]
-    raise where.error(
-        f"unknown layer {name!r}{did_you_mean(name, known)}; use a class of keras.layers "
-        "or a layer registered with keras.saving.register_keras_serializable"
-    )
 
 
 def _is_layer_spec(value: Any) -> bool:
@@ -250,14 +215,9 @@ def build_model(
         return build_functional(section["functional"], name=name, where=where.at("functional"))
     shape = section.get("input_shape") or input_shape
     if shape is None and recipe is not None:
-        from kerakit.data import load_data
+        from kerakit.data import load_recipe_data
 
-        shape = load_data(
-            recipe["data"],
-            base_dir=recipe.base_dir,
-            seed=recipe["seed"],
-            where=recipe.where.at("data"),
-        ).input_shape
+        shape = load_recipe_data(recipe).input_shape
     if shape is None:
         raise where.error(
             "the model needs an input shape: set model.input_shape (e.g. [28, 28, 1]) or pass input_shape="
@@ -266,17 +226,16 @@ def build_model(
 
 
 def _build_transfer(section: Mapping, recipe, num_classes, where: Where, name) -> keras.Model:
-    from kerakit.transfer import build_transfer
+    from kerakit.models.transfer import build_transfer
 
     spec = dict(section)
     head = dict(spec.get("head") or {})
     if head.get("classes") is None:
         head["classes"] = num_classes
     if head["classes"] is None and recipe is not None:
-        from kerakit.data import load_data
+        from kerakit.data import load_recipe_data
 
-        head["classes"] = load_data(recipe["data"], base_dir=recipe.base_dir, seed=recipe["seed"],
-                                    where=recipe.where.at("data")).num_classes  # fmt: skip
+        head["classes"] = load_recipe_data(recipe).num_classes
     spec["head"] = head
     preset = recipe["compile"].get("preset") if recipe is not None else None
     return build_transfer(spec, preset=None if preset in (None, "auto") else preset, where=where)

@@ -17,213 +17,22 @@ nothing of classes and the head knows nothing of VGG16; `transfer_model` joins t
 Stage 1 can train the head on cached backbone features (`split_for_feature_cache`,
 `cache_features`): every epoch after the features are computed costs only the head.
 """
-
 from __future__ import annotations
 
-import importlib
 import os
 import re
-import shutil
-import socket
-import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
-from urllib.parse import urlsplit
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from kerakit._files import atomic_path
 from kerakit.data import without_autotune
-from kerakit.errors import NOWHERE, ModelFileError, RecipeError, Where, did_you_mean
-from kerakit.recipe.transfer import BACKBONES, Backbone, list_backbones, resolve_transfer
-
-__all__ = [
-    "BACKBONES",
-    "BackbonePreprocess",
-    "WeightsError",
-    "build_backbone",
-    "build_transfer",
-    "cache_features",
-    "list_backbones",
-    "set_stage",
-    "split_for_feature_cache",
-    "stage_report",
-    "format_stage_report",
-    "transfer_model",
-]
-
-PROBE_TIMEOUT_S = 5.0  # a connect() to the weights host; no network must fail in seconds
-DOWNLOAD_TIMEOUT_S = 60.0  # per socket operation while Keras downloads: a stall is an error
-
-
-class WeightsError(RecipeError, ModelFileError):
-    """Backbone weights cannot be had: no network for ImageNet, or a bad weights file."""
-
-
-def _info(name: str, where: Where) -> Backbone:
-    if not isinstance(name, str) or name.lower() not in BACKBONES:
-        raise where.error(
-            f"unknown backbone {name!r}{did_you_mean(name, BACKBONES)}; "
-            f"choose one of: {', '.join(BACKBONES)}"
-        )
-    return BACKBONES[name.lower()]
-
-
-def _preprocess_fn(name: str):
-    module = importlib.import_module(f"keras.applications.{BACKBONES[name].module}")
-    return module.preprocess_input
-
-
-@keras.saving.register_keras_serializable(package="kerakit")
-class BackbonePreprocess(keras.layers.Layer):
-    """The backbone's own ``keras.applications.<module>.preprocess_input``, as a layer.
-
-    It runs in float32 even under a mixed policy (mean subtraction on 0-255
-    values loses digits in bfloat16), and it serializes by backbone name, so a
-    saved model reloads with no custom code beyond ``import kerakit.transfer``.
-
-    Args:
-        backbone: a registered backbone name, e.g. ``"vgg16"``.
-    """
-
-    def __init__(self, backbone: str, **kwargs):
-        kwargs["dtype"] = "float32"
-        kwargs.setdefault("trainable", False)
-        super().__init__(**kwargs)
-        self.backbone = _info(backbone, NOWHERE).name
-        self._fn = _preprocess_fn(self.backbone)
-
-    def call(self, inputs):
-        return self._fn(keras.ops.cast(inputs, "float32"))
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "backbone": self.backbone}
-
-
-def build_backbone(
-    name: str,
-    input_shape: Sequence[int] = (224, 224, 3),
-    weights: str = "imagenet",
-    where: Where = NOWHERE,
-) -> keras.Model:
-    """A frozen ``keras.applications`` model without top, named ``"backbone"``.
-
-    Args:
-        name: a registered backbone name (see `list_backbones`).
-        input_shape: ``(height, width, 3)``.
-        weights: ``"imagenet"`` (Keras downloads them once into ``~/.keras/models``),
-            ``"none"`` (random init) or the path to a ``.weights.h5`` / ``.h5`` file.
-        where: where ``model.transfer`` sits in the recipe.
-    """
-    info = _info(name, where.at("backbone"))
-    build = getattr(keras.applications, info.application)
-    kwargs = {"include_top": False, "input_shape": tuple(input_shape), "name": "backbone"}
-    if weights == "imagenet":
-        model = _imagenet_backbone(build, info, kwargs, where.at("weights"))
-    else:
-        model = build(weights=None, **kwargs)
-        if weights not in (None, "none"):
-            _load_weights_file(model, str(weights), info, where.at("weights"))
-    model.trainable = False
-    return model
-
-
-def _keras_cache_dirs() -> list[str]:
-    # Where keras.utils.get_file caches (it falls back to /tmp/.keras when home is read-only).
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return [os.path.join(home, "models"), os.path.join("/tmp", ".keras", "models")]
-
-
-def _unreachable(url: str) -> str | None:
-    """Why the weights host cannot be reached, or None; takes at most PROBE_TIMEOUT_S."""
-    host = urlsplit(url).hostname
-    outcome: dict[str, Any] = {}
-
-    def probe():  # in a thread, so a hanging DNS lookup cannot hang us too
-        try:
-            socket.create_connection((host, 443), timeout=PROBE_TIMEOUT_S).close()
-            outcome["ok"] = True
-        except OSError as e:
-            outcome["error"] = e
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(PROBE_TIMEOUT_S)
-    if outcome.get("ok"):
-        return None
-    return str(outcome.get("error") or f"no answer from {host} in {PROBE_TIMEOUT_S:.0f} s")
-
-
-def _imagenet_backbone(build, info: Backbone, kwargs: dict, where: Where) -> keras.Model:
-    url = info.imagenet_url(kwargs["input_shape"])
-    fname = info.imagenet_file(kwargs["input_shape"])
-    for folder in _keras_cache_dirs():
-        cached = os.path.join(folder, fname)
-        if os.path.isfile(cached):  # Keras downloaded it before: no network needed
-            return build(weights=cached, **kwargs)
-
-    def fail(reason: str) -> WeightsError:
-        return where.error(
-            f"cannot download the ImageNet weights of {info.name} ({reason}). With no "
-            f"network here, download {url} elsewhere, copy it to this machine and pass the "
-            f"local file: `weights: /path/to/{fname}` in the recipe (Python: "
-            f"weights='/path/to/{fname}'), or put it in ~/.keras/models/; "
-            f"or use `weights: none` to train from scratch",
-            cls=WeightsError,
-        )
-
-    reason = _unreachable(url)
-    if reason:
-        raise fail(reason)
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # urlretrieve has no timeout of its own
-    try:
-        return build(weights="imagenet", **kwargs)
-    except Exception as e:
-        if "URL fetch failure" in str(e) or isinstance(e, OSError):
-            raise fail(str(e)) from e
-        raise
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
-def _load_weights_file(model: keras.Model, path: str, info: Backbone, where: Where) -> None:
-    if not os.path.isfile(path):
-        raise where.error(
-            f"weights file {path!r} not found; give imagenet, none, or the path to a "
-            f".weights.h5 / .h5 file",
-            cls=WeightsError,
-        )
-    try:
-        model.load_weights(path)  # what Keras does with its own no-top .h5 files
-        return
-    except Exception as e:
-        first = e
-    if path.endswith((".h5", ".hdf5")) and not path.endswith(".weights.h5"):
-        # A file with top (or other extra layers): match layers by name instead.
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            names = {
-                n.decode() if isinstance(n, bytes) else n for n in f.attrs.get("layer_names", [])
-            }
-        ours = {layer.name for layer in model.layers if layer.weights}
-        if ours & names:
-            try:
-                model.load_weights(path, by_name=True, skip_mismatch=True)
-                return
-            except Exception as e:
-                first = e
-    raise where.error(
-        f"weights file {path!r} does not fit {info.name} with input shape "
-        f"{list(model.input_shape[1:])} and no top: {first}. Give the no-top file of "
-        f"{info.name}, e.g. {info.imagenet_file()}",
-        cls=WeightsError,
-    ) from first
+from kerakit.errors import NOWHERE, ModelFileError, Where, did_you_mean
+from kerakit.models.backbones import build_backbone
+from kerakit.models.layers import BackbonePreprocess
+from kerakit.recipe.transfer import BACKBONES, Backbone, resolve_transfer
 
 
 def _output_units(classes: int, activation: str | None, preset: str | None) -> tuple[int, str]:
@@ -530,11 +339,9 @@ def cache_features(
             raise ValueError("cache_features: the dataset is empty")
         batch_size = batch_size or len(parts[0][0])
         cached = tf.data.Dataset.from_tensor_slices(tuple(np.concatenate(p) for p in parts))
-        if directory:  # write aside, then rename: a killed run never leaves half a cache
-            tmp = directory.rstrip("/") + ".tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            cached.save(tmp)
-            os.replace(tmp, directory)
+        if directory:  # written aside, then renamed: a killed run never leaves half a cache
+            with atomic_path(directory) as tmp:
+                cached.save(str(tmp))
     if batch_size is None:
         first = next(iter(ds))
         batch_size = int((first[0] if isinstance(first, (tuple, list)) else first).shape[0])

@@ -1,0 +1,207 @@
+"""`load_model`: a `.keras`, a legacy `.h5`, a SavedModel or a run folder, checked first.
+
+    same = kk.load_model("runs/digits/1")              # picks model.keras
+    server = kk.load_model("runs/digits/1/savedmodel")  # inference only: .predict(x)
+
+`.keras` and `.h5` files are checked against kerakit's allowlist
+(`kerakit.saving.safety`) before Keras parses them, and Keras's safe mode is
+never turned off unless asked for that one call with ``trusted=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from kerakit.errors import ModelFileError
+from kerakit.saving import safety
+from kerakit.saving.save import FORMATS
+
+
+def load_model(
+    path: str | os.PathLike,
+    *,
+    trusted: bool = False,
+    compile: bool = True,
+    custom_objects: dict | None = None,
+) -> Any:
+    """Load a model from a `.keras` file, a legacy `.h5`, a SavedModel or a run folder.
+
+    A run folder gives its `model.keras`, else `model.h5`, else `savedmodel/`.
+    A SavedModel loads as an inference-only `keras.Model` (one
+    `keras.layers.TFSMLayer` behind an `Input`): `.predict(x)` works and
+    returns NumPy arrays; `fit`, `evaluate` and further saving do not.
+
+    Untrusted by default: a `.keras` / `.h5` is checked against kerakit's
+    allowlist before Keras parses it (see `kerakit.safety` and
+    docs/security.md) and Keras's safe mode stays on. `trusted=True` skips
+    the allowlist and turns safe mode off for this one call only; use it
+    only for files whose maker you trust.
+
+    Args:
+        path: a model file, a SavedModel folder or a run folder.
+        trusted: load a file that may run code (Lambda layers, ...). Default False.
+        compile: restore the optimizer, loss and metrics (default True).
+        custom_objects: passed to Keras for classes that are not registered.
+
+    Returns:
+        A `keras.Model`.
+
+    Raises:
+        ModelFileError: missing ("not found"), corrupt ("corrupt") or refused.
+
+    Example:
+        >>> model = load_model("runs/digits/1")  # doctest: +SKIP
+        >>> model.predict(x_test)  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"{path}: model file or run folder not found")
+    _register_kerakit_layers()
+    if path.is_dir():
+        if (path / "saved_model.pb").exists():
+            return _load_saved_model(path, trusted)
+        for name in FORMATS.values():
+            if (path / name).exists():
+                return load_model(
+                    path / name, trusted=trusted, compile=compile, custom_objects=custom_objects
+                )
+        raise ModelFileError(
+            f"{path}: no model here: expected one of {', '.join(FORMATS.values())} "
+            "(a run folder) or saved_model.pb (a SavedModel)"
+        )
+    with open(path, "rb") as f:
+        magic = f.read(8)
+    if path.suffix in (".h5", ".hdf5") or magic.startswith(b"\x89HDF"):
+        return _load_h5(path, trusted, compile, custom_objects)
+    if path.suffix == ".keras" or magic.startswith(b"PK"):
+        return _load_keras(path, trusted, compile, custom_objects)
+    raise ModelFileError(
+        f"{path}: not a model file kerakit knows (.keras, .h5, a SavedModel folder or a "
+        "run folder), or it is corrupt"
+    )
+
+
+def _register_kerakit_layers() -> None:
+    """Import the modules that register kerakit's own layers, so its models reload with no
+    custom_objects (registration happens when the module is imported)."""
+    import kerakit.augment.layer  # noqa: F401  (kerakit>AugmentLayer)
+    import kerakit.models.layers  # noqa: F401  (kerakit>BackbonePreprocess)
+
+
+def _keras_error(path: Path, e: Exception) -> ModelFileError:
+    text = str(e)
+    # Keras reports a torn archive as "File not found"; the file is there.
+    lowered = text.lower()
+    if any(
+        word in lowered
+        for word in ("not found", "truncated", "crc", "bad zip", "corrupt", "unable to", "eof")
+    ):
+        return ModelFileError(f"{path}: the model file is corrupt or truncated ({text[:300]})")
+    return ModelFileError(f"{path}: could not load the model: {text[:500]}")
+
+
+def _load_keras(path: Path, trusted: bool, compile: bool, custom_objects: dict | None) -> Any:
+    if trusted:
+        safety.keras_archive_config(str(path))  # still tell "corrupt" from "refused"
+    else:
+        safety.check_model_file(path)
+    import keras
+
+    try:
+        return keras.saving.load_model(
+            path, custom_objects=custom_objects, compile=compile, safe_mode=not trusted
+        )
+    except Exception as e:
+        raise _keras_error(path, e) from None
+
+
+def _load_h5(path: Path, trusted: bool, compile: bool, custom_objects: dict | None) -> Any:
+    if trusted:
+        safety.h5_configs(str(path))
+    else:
+        safety.check_model_file(path)
+    import keras
+
+    def load(compile_now: bool) -> Any:
+        return keras.saving.load_model(
+            path, custom_objects=custom_objects, compile=compile_now, safe_mode=not trusted
+        )
+
+    try:
+        return load(compile)
+    except Exception as e:
+        if not compile:
+            raise _keras_error(path, e) from None
+        first = e
+    # Keras 3.15 cannot rebuild the losses/metrics of many legacy files (loss="mse"
+    # fails with "not a KerasSaveable subclass"): load uncompiled, then compile from
+    # the stored training config by name, the way the file's maker wrote it.
+    try:
+        model = load(False)
+    except Exception as e:
+        raise _keras_error(path, e) from None
+    try:
+        _compile_from_h5(model, path)
+    except Exception as e:
+        raise ModelFileError(
+            f"{path}: the model loads but its training setup does not ({first}; then {e}); "
+            "use load_model(path, compile=False) and compile it yourself"
+        ) from None
+    return model
+
+
+def _compile_from_h5(model: Any, path: Path) -> None:
+    import h5py
+    import keras
+
+    with h5py.File(path, "r") as f:
+        raw = f.attrs.get("training_config")
+    if raw is None:
+        return
+    config = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    optimizer = config.get("optimizer_config")
+    model.compile(
+        optimizer=keras.optimizers.get(optimizer) if optimizer else "rmsprop",
+        loss=config.get("loss"),
+        metrics=config.get("metrics"),
+        loss_weights=config.get("loss_weights"),
+        weighted_metrics=config.get("weighted_metrics"),
+    )
+    # Bring back the optimizer's state too (iterations, moments), as Keras would.
+    from keras.src.legacy.saving import legacy_h5_format
+
+    with h5py.File(path, "r") as f:
+        if "optimizer_weights" in f:
+            model.optimizer.build(model.trainable_variables)
+            values = legacy_h5_format.load_optimizer_weights_from_hdf5_group(f)
+            model.optimizer.set_weights(values)
+
+
+def _load_saved_model(path: Path, trusted: bool) -> Any:
+    if not trusted:
+        safety.check_saved_model(path)
+    import keras
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+        endpoint = "serve" if hasattr(loaded, "serve") else "serving_default"
+        if endpoint == "serve":
+            specs = loaded.serve.input_signature
+        else:
+            specs = list(loaded.signatures[endpoint].structured_input_signature[1].values())
+        layer = keras.layers.TFSMLayer(str(path), call_endpoint=endpoint)
+    except Exception as e:
+        raise _keras_error(path, e) from None
+    if len(specs) == 1 and isinstance(specs[0], tf.TensorSpec):
+        spec = specs[0]
+        inputs = keras.Input(shape=tuple(spec.shape[1:]), dtype=spec.dtype.name)
+        outputs = layer(inputs)
+    else:  # several inputs: one Input per tensor of the signature, as a list
+        flat = tf.nest.flatten(specs)
+        inputs = [keras.Input(shape=tuple(s.shape[1:]), dtype=s.dtype.name) for s in flat]
+        outputs = layer(tf.nest.pack_sequence_as(specs, inputs))
+    return keras.Model(inputs, outputs, name="savedmodel_inference")
