@@ -31,29 +31,29 @@ _moved.install()  # old module paths (kerakit.checkpoint, ...) keep working, wit
 # public name -> module that defines it (loaded lazily; see __getattr__)
 _LAZY = {
     # recipes (no TensorFlow)
-    "load_recipe": "kerakit.recipe",
-    "Recipe": "kerakit.recipe",
+    "load_recipe": "kerakit.recipe.loader",
+    "Recipe": "kerakit.recipe.loader",
     # builders and presets
     "build_model": "kerakit.models.builders",
     "compile_model": "kerakit.models.compile",
     "infer_preset": "kerakit.models.compile",
-    "PRESETS": "kerakit.models.compile",
+    "PRESETS": "kerakit.recipe.compile",
     # data, augmentation, transfer learning, callbacks
-    "load_data": "kerakit.data",
-    "make_pipeline": "kerakit.data",
-    "DataBundle": "kerakit.data",
+    "load_data": "kerakit.data.bundle",
+    "make_pipeline": "kerakit.data.pipeline",
+    "DataBundle": "kerakit.data.bundle",
     "augmentation": "kerakit.augment.facade",
     "Augmentation": "kerakit.augment.facade",
     "strip_augmentation": "kerakit.augment.layer",
     "transfer_model": "kerakit.models.transfer",
     "set_stage": "kerakit.models.transfer",
-    "make_callbacks": "kerakit.callbacks",
+    "make_callbacks": "kerakit.training.callbacks",
     # runs
-    "train": "kerakit.run",
-    "check": "kerakit.run",
+    "train": "kerakit.training.run",
+    "check": "kerakit.training.run",
     "evaluate": "kerakit.inference",
     "predict": "kerakit.inference",
-    "Run": "kerakit.run",
+    "Run": "kerakit.training.run",
     "save_model": "kerakit.saving.save",
     "load_model": "kerakit.saving.load",
     # pictures and reports
@@ -62,8 +62,8 @@ _LAZY = {
     "show_errors": "kerakit.report.plots",
     "show_batch": "kerakit.report.plots",
     "save_figure": "kerakit.report.plots",
-    "classification_report": "kerakit.report",
-    "confusion_matrix": "kerakit.report",
+    "classification_report": "kerakit.report.metrics",
+    "confusion_matrix": "kerakit.report.metrics",
 }
 
 __all__ = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,3 +60,52 @@ def keep_compile_config(model: Any) -> Iterator[None]:
     finally:
         if compile_config is not None and kept is not None:
             compile_config.config = kept
+
+
+# --------------------------------------------------------------------------- distribution
+
+
+@functools.cache  # one class, so isinstance checks agree
+def multi_worker_strategy_class() -> type:
+    """TensorFlow's `MultiWorkerMirroredStrategy`, with `reduce` fixed for Keras 3's `fit`.
+
+    Seen in Keras 3.15.1 / TensorFlow 2.21: `fit` calls
+    `reduce("MEAN", (x, y), axis=None)` on a whole batch and
+    `reduce("MEAN", scalar, axis=0)` on each metric; TensorFlow's multi-worker
+    `reduce` rejects both (keras#20585, tensorflow#72388). Reducing each tensor
+    of the structure, over replicas only for scalars, is what `reduce` documents.
+    Test: tests/training/test_distribute_run.py trains two real workers.
+    """
+    import tensorflow as tf
+
+    class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        def reduce(self, reduce_op, value, axis=None):
+            parent = super()
+
+            def one(v):
+                local = v
+                if isinstance(v, tf.distribute.DistributedValues):
+                    local = self.experimental_local_results(v)[0]
+                rank = getattr(getattr(local, "shape", None), "rank", None)
+                return parent.reduce(reduce_op, v, None if rank == 0 else axis)
+
+            return tf.nest.map_structure(one, value)
+
+    return MultiWorkerMirroredStrategy
+
+
+def max_steps_per_execution(strategy: Any = None) -> int | None:
+    """The most `steps_per_execution` that `fit` survives under `strategy`; None: no limit.
+
+    Seen in Keras 3.15.1: the multi-step training loop fails under a
+    `tf.distribute` strategy with more than one replica ("You must feed a value
+    for placeholder tensor", keras#19246), so compile with
+    `steps_per_execution=1` there. Test: test_distribute_run.py (two replicas).
+
+    Example:
+        >>> max_steps_per_execution(None) is None
+        True
+    """
+    if strategy is None or strategy.num_replicas_in_sync <= 1:
+        return None  # one replica: measured fine with 32 (MirroredStrategy on one device too)
+    return 1

@@ -32,6 +32,17 @@ MOVED: dict[str, tuple[str, ...]] = {
     "kerakit.plots": ("kerakit.report.plots",),
     "kerakit.compile": ("kerakit.models.compile", "kerakit.models.names"),
     "kerakit.safety": ("kerakit.saving.safety",),
+    "kerakit.run": ("kerakit.training.run", "kerakit.training.build", "kerakit.training.fit"),
+    "kerakit.runfolder": ("kerakit.training.runfolder", "kerakit.report.history", "kerakit._files"),
+    "kerakit.checkpoint": (
+        "kerakit.training.backups", "kerakit.training.guards", "kerakit.training.callbacks",
+        "kerakit.recipe.fingerprint", "kerakit._compat",
+    ),
+    "kerakit.callbacks": ("kerakit.training.callbacks", "kerakit.models.names"),
+    "kerakit.distribute": (
+        "kerakit.training.distribute", "kerakit.training.cluster", "kerakit._compat",
+    ),
+    "kerakit.transfer_run": ("kerakit.training.transfer",),
     "kerakit.transfer": (
         "kerakit.models.transfer", "kerakit.models.backbones", "kerakit.models.layers",
         "kerakit.recipe.transfer",

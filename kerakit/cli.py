@@ -109,9 +109,10 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     ls = sub.add_parser(
-        "list", help="list presets, callback bundles, backbones or augmentation presets"
+        "list",
+        help="list kerakit's registries, or the entries of one: presets, bundles, backbones, augment",
     )
-    ls.add_argument("what", choices=["presets", "bundles", "backbones", "augment"])
+    ls.add_argument("what", nargs="?", help="a registry (default: list the registries)")
     return p
 
 
@@ -181,7 +182,7 @@ def _dispatch(args, argv) -> int:
         from kerakit.recipe import load_recipe
 
         recipe = load_recipe(args.recipe, overrides=args.overrides)  # fails before TensorFlow loads
-        from kerakit.run import check
+        from kerakit.training.run import check
 
         check(recipe, print_fn=print)
         return 0
@@ -194,7 +195,7 @@ def _dispatch(args, argv) -> int:
         if args.workers is not None:
             import json
 
-            from kerakit.distribute import tf_config_from_flags
+            from kerakit.training.cluster import tf_config_from_flags
 
             os.environ["TF_CONFIG"] = json.dumps(
                 tf_config_from_flags(args.worker_index, args.workers)
@@ -203,7 +204,7 @@ def _dispatch(args, argv) -> int:
         if args.epochs is not None:
             overrides.append(f"train.epochs={args.epochs}")
         recipe = load_recipe(args.recipe, overrides=overrides)
-        from kerakit.run import train
+        from kerakit.training.run import train
 
         run = train(recipe, resume=args.resume, new=args.new, command=["kerakit", *argv])
         print(f"run folder: {run.path}")
@@ -239,23 +240,22 @@ def _dispatch(args, argv) -> int:
     raise AssertionError(cmd)  # pragma: no cover
 
 
-def _list(what: str) -> int:
-    if what == "presets":
-        from kerakit.recipe.compile import PRESETS
+def _list(what: str | None) -> int:
+    """`kerakit list`: the registries; `kerakit list KIND`: each entry and its one line."""
+    from kerakit.errors import did_you_mean
+    from kerakit.recipe.registry import registries
 
-        table = {name: entry["description"] for name, entry in PRESETS.items()}
-    elif what == "bundles":
-        from kerakit.recipe.callbacks import list_bundles as lister
-
-        table = lister()
-    elif what == "backbones":
-        from kerakit.recipe.transfer import list_backbones as lister
-
-        table = lister()
+    tables = registries()
+    if what is None:
+        table = {kind: f"{r.summary} ({len(r)})" for kind, r in tables.items()}
+        print("kerakit list KIND shows the entries of one of:")
+    elif what in tables:
+        table = tables[what].describe()
     else:
-        from kerakit.recipe.augment import list_presets as lister
-
-        table = lister()
+        raise KerakitError(
+            f"kerakit list: no registry {what!r}{did_you_mean(what, tables)}; "
+            f"choose one of: {', '.join(tables)}"
+        )
     for name, description in table.items():
         print(f"{name:20s} {description}")
     return 0

@@ -10,10 +10,18 @@ from typing import Any
 
 import numpy as np
 
+from kerakit._files import read_json, write_text
 from kerakit.errors import DataError, KerakitError, Where
 from kerakit.recipe import Recipe, load_recipe
-from kerakit.run import _arrays, _label_mode
-from kerakit.runfolder import RUN_FILE, read_json, write_run_json
+from kerakit.recipe.compile import pipeline_label_mode
+from kerakit.training.runfolder import (
+    CLASSES_FILE,
+    EVALUATE_FILE,
+    NORMALIZATION_FILE,
+    RECIPE_FILE,
+    RUN_FILE,
+    write_run_json,
+)
 
 # --------------------------------------------------------------------------- evaluate / predict
 
@@ -28,8 +36,8 @@ def _open(run_or_model: str | os.PathLike, trusted: bool):
     model = load_model(path, trusted=trusted)
     recipe = None
     folder = path if path.is_dir() and (path / RUN_FILE).is_file() else None
-    if folder is not None and (folder / "recipe.resolved.yaml").is_file():
-        recipe = load_recipe(folder / "recipe.resolved.yaml")
+    if folder is not None and (folder / RECIPE_FILE).is_file():
+        recipe = load_recipe(folder / RECIPE_FILE)
     return model, recipe, folder
 
 
@@ -60,9 +68,7 @@ def evaluate(
                    "source": data}  # fmt: skip
     elif isinstance(data, Mapping):
         section = dict(data)
-    where = Where(
-        "--data" if data is not None else str(folder / "recipe.resolved.yaml"), {}, ("data",)
-    )
+    where = Where("--data" if data is not None else str(folder / RECIPE_FILE), {}, ("data",))
     section = resolve_data(section, where)
     base_dir = os.getcwd() if data is not None else (recipe.base_dir if recipe else os.getcwd())
     bundle = load_data(
@@ -74,7 +80,7 @@ def evaluate(
     from kerakit.data import make_pipeline
 
     preset = recipe["compile"]["preset"] if recipe else "multiclass"
-    ds = make_pipeline(split, batch_size=section["batch_size"], training=False, label_mode=_label_mode(preset),
+    ds = make_pipeline(split, batch_size=section["batch_size"], training=False, label_mode=pipeline_label_mode(preset),
                        num_classes=bundle.num_classes, cache=False)  # fmt: skip
     if not getattr(model, "compiled", True) or getattr(model, "optimizer", None) is None:
         raise DataError(
@@ -82,23 +88,22 @@ def evaluate(
         )
     metrics = {k: float(v) for k, v in model.evaluate(ds, verbose=0, return_dict=True).items()}
     if folder is not None:
-        write_run_json(folder / "evaluate.json", metrics)
+        write_run_json(folder / EVALUATE_FILE, metrics)
     return metrics
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
 def _read_inputs(files: list[str], model, recipe: Recipe | None) -> tuple[Any, list[str]]:
     """Raw inputs from image files, .npy/.npz or .csv, and a label per row."""
     import keras
 
+    from kerakit.data import IMAGE_EXTS
+
     paths = [Path(f) for f in files]
     for p in paths:
         if not p.is_file():
             raise DataError(f"{p}: no such file")
     shape = model.input_shape if not isinstance(model.input_shape, list) else model.input_shape[0]
-    if all(p.suffix.lower() in IMAGE_SUFFIXES for p in paths):
+    if all(p.suffix.lower() in IMAGE_EXTS for p in paths):
         if len(shape) != 4:
             raise DataError(f"this model takes inputs of shape {tuple(shape[1:])}, not images")
         h, w, c = shape[1:]
@@ -152,19 +157,11 @@ def _read_inputs(files: list[str], model, recipe: Recipe | None) -> tuple[Any, l
 
 
 def _read_csv_features(path: Path, recipe: Recipe | None) -> np.ndarray:
-    import csv
+    from kerakit.data.tables import feature_matrix, read_table
 
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        raise DataError(f"{path}: the file is empty")
-    header, body = rows[0], rows[1:]
+    header, rows = read_table(path)
     target = recipe["data"].get("target") if recipe is not None else None
-    keep = [i for i, h in enumerate(header) if h != target]
-    try:
-        return np.array([[float(r[i]) for i in keep] for r in body], dtype="float32")
-    except (ValueError, IndexError) as exc:
-        raise DataError(f"{path}: every feature must be a number ({exc})") from None
+    return feature_matrix(path, header, rows, exclude=target)
 
 
 def predict(run_or_model: str | os.PathLike, x: Any, *, trusted: bool = False) -> np.ndarray:
@@ -177,7 +174,7 @@ def _predict(model, recipe, folder, x):
     if recipe is not None:
         from kerakit.data import prepare_inputs
 
-        stats = read_json(folder / "normalization.json") or None if folder else None
+        stats = read_json(folder / NORMALIZATION_FILE) or None if folder else None
         x = prepare_inputs(x, recipe["data"], stats, batched=True)
     return np.asarray(model.predict(x, verbose=0))
 
@@ -190,8 +187,8 @@ def predict_files(run_or_model, inputs: list[str], *, output: str | None = None,
     x, labels = _read_inputs(inputs, model, recipe)
     probs = _predict(model, recipe, folder, x)
     names = None
-    if folder is not None and (folder / "classes.json").is_file():
-        names = read_json(folder / "classes.json")
+    if folder is not None and (folder / CLASSES_FILE).is_file():
+        names = read_json(folder / CLASSES_FILE)
     preset = recipe["compile"]["preset"] if recipe is not None else None
     rows = []
     for label, p in zip(labels, probs):
@@ -227,8 +224,6 @@ def predict_files(run_or_model, inputs: list[str], *, output: str | None = None,
 
 
 def _write_predictions(path: Path, rows: list[dict]) -> None:
-    from kerakit.saving import write_text
-
     if path.suffix.lower() == ".json":
         write_text(path, json.dumps(rows, indent=2) + "\n")
         return
@@ -254,12 +249,10 @@ def preview_augmentation(recipe: Recipe | str, out: str | os.PathLike, *, n: int
     if not recipe["augment"]:
         raise recipe.where.error("this recipe has no `augment:` section to preview")
     from kerakit.augment import augmentation
-    from kerakit.data import load_data
+    from kerakit.data import load_recipe_data, to_numpy
     from kerakit.report.plots import save_figure
 
-    bundle = load_data(
-        recipe["data"], base_dir=recipe.base_dir, seed=recipe["seed"], where=recipe.where.at("data")
-    )
-    x, _ = _arrays(bundle.train.take(n))
+    bundle = load_recipe_data(recipe)
+    x, _ = to_numpy(bundle.train.take(n))
     aug = augmentation(recipe["augment"], seed=recipe["seed"], where=recipe.where.at("augment"))
     return save_figure(aug.preview(x, n=n, seed=recipe["seed"]), out)

@@ -27,8 +27,8 @@ def test_every_public_name_resolves():
 
 
 def test_lazy_names_come_from_their_modules():
-    assert kk.build_model is importlib.import_module("kerakit.models").build_model
-    assert kk.train is importlib.import_module("kerakit.run").train
+    assert kk.build_model is importlib.import_module("kerakit.models.builders").build_model
+    assert kk.train is importlib.import_module("kerakit.training.run").train
 
 
 def test_import_has_no_side_effects_and_no_tensorflow():

@@ -8,9 +8,9 @@ import pytest
 from conftest import CONFIGS
 
 import kerakit as kk
-from kerakit._yaml import dump_yaml, load_yaml
 from kerakit.errors import KerakitError, RecipeError
 from kerakit.recipe import load_recipe, parse_key_path
+from kerakit.recipe.reader import dump_yaml, load_yaml
 
 GOOD = """
 name: t

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from kerakit.augment_spec import PRESETS, resolve_augment
 from kerakit.errors import RecipeError, Where
+from kerakit.recipe.augment import PRESETS, resolve_augment
 
 IDG = dict(rotation_range=30, width_shift_range=0.2, height_shift_range=0.1, zoom_range=0.2,
            horizontal_flip=True, shear_range=10, brightness_range=[0.8, 1.2])  # fmt: skip
@@ -20,7 +20,7 @@ IDG = dict(rotation_range=30, width_shift_range=0.2, height_shift_range=0.1, zoo
 
 
 def test_spec_module_imports_no_tensorflow():
-    code = "import sys, kerakit.augment_spec; assert 'tensorflow' not in sys.modules"
+    code = "import sys, kerakit.recipe.augment; assert 'tensorflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -9,8 +9,9 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from kerakit import plots, report
+from kerakit import report
 from kerakit.errors import DataError
+from kerakit.report import plots
 
 # A small fixed example, worked out by hand below. Class 3 ("d") never occurs
 # and is never predicted: every ratio of it divides by zero and must be 0.

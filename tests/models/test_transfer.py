@@ -1,4 +1,5 @@
-"""Tests of kerakit.transfer_spec and kerakit.transfer: real Keras, tiny inputs, offline."""
+"""Tests of kerakit.recipe.transfer and kerakit.models (backbones, layers, transfer): real Keras,
+tiny inputs, offline."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from urllib.parse import urlsplit
 
 import keras
 import numpy as np
@@ -15,12 +17,11 @@ import pytest
 import tensorflow as tf
 import yaml
 
+from kerakit._net import unreachable
 from kerakit.errors import ModelFileError, RecipeError, Where
-from kerakit.transfer import (
-    BackbonePreprocess,
-    WeightsError,
-    _unreachable,
-    build_backbone,
+from kerakit.models.backbones import WeightsError, build_backbone
+from kerakit.models.layers import BackbonePreprocess
+from kerakit.models.transfer import (
     cache_features,
     format_stage_report,
     set_stage,
@@ -28,7 +29,7 @@ from kerakit.transfer import (
     stage_report,
     transfer_model,
 )
-from kerakit.transfer_spec import (
+from kerakit.recipe.transfer import (
     BACKBONES,
     Backbone,
     decide_feature_cache,
@@ -57,7 +58,7 @@ def count(weights) -> int:
 
 
 def test_spec_imports_no_tensorflow():
-    code = "import sys, kerakit.transfer_spec; print('tensorflow' in sys.modules)"
+    code = "import sys, kerakit.recipe.transfer; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -278,7 +279,7 @@ def test_imagenet_without_network_fails_fast_with_the_way_out(monkeypatch, tmp_p
 
 def test_imagenet_here_fails_within_seconds(monkeypatch, tmp_path):
     url = BACKBONES["vgg16"].imagenet_url()
-    if _unreachable(url) is None:
+    if unreachable(urlsplit(url).hostname, 443, 5.0) is None:
         pytest.skip("this machine has a network: the real download would run")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     start = time.monotonic()
@@ -383,7 +384,7 @@ def test_saved_model_reloads_in_a_fresh_process_without_custom_objects(tmp_path)
     code = textwrap.dedent(
         f"""
         import numpy as np, keras
-        import kerakit.transfer  # registers kerakit>BackbonePreprocess
+        import kerakit.models.layers  # registers kerakit>BackbonePreprocess
         model = keras.saving.load_model({str(tmp_path / "m.keras")!r})
         x = np.load({str(tmp_path / "x.npy")!r}); y = np.load({str(tmp_path / "y.npy")!r})
         np.testing.assert_allclose(model.predict(x, verbose=0), y, rtol=1e-5, atol=1e-6)

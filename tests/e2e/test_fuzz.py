@@ -99,7 +99,7 @@ compile:
 
 
 def test_dropout_out_of_range_names_the_rate(tmp_path):
-    from kerakit.run import check
+    from kerakit.training.run import check
 
     path = _recipe(tmp_path, DIGITS_MLP % ("1.5", "0.001"))
     with pytest.raises(RecipeError) as info:
@@ -119,7 +119,7 @@ def test_nan_learning_rate_is_refused_before_tensorflow(tmp_path):
 
 def test_nan_in_any_keras_argument_is_refused(tmp_path):
     """Keras itself takes Adam(beta_1=nan) and would train to NaN."""
-    from kerakit.run import check
+    from kerakit.training.run import check
 
     path = _recipe(
         tmp_path, (DIGITS_MLP % ("0.5", "0.001")).replace("learning_rate: 0.001", "beta_1: .nan")
@@ -197,7 +197,7 @@ def test_bad_set_flags_name_the_flag(flag, where):
 )  # fmt: skip
 def test_values_that_raised_raw_errors_are_recipe_errors(change, path):
     """Found by the fuzzer: a TypeError (unhashable list) twice, and an OverflowError."""
-    from kerakit._yaml import load_yaml
+    from kerakit.recipe.reader import load_yaml
 
     raw, _ = load_yaml((REPO / "configs" / "functional_two_io.yaml").read_bytes())
     change(raw)
@@ -215,7 +215,7 @@ def test_values_that_raised_raw_errors_are_recipe_errors(change, path):
     ids=["TFSMLayer", "Lambda"],
 )
 def test_layers_that_would_run_foreign_code_are_refused(tmp_path, entry, words):
-    from kerakit.run import check
+    from kerakit.training.run import check
 
     text = DIGITS_MLP.replace("    - Dropout: {rate: %s}\n", f"    - {entry}\n") % "0.001"
     with pytest.raises(RecipeError) as info:

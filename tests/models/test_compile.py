@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 import kerakit as kk
-from kerakit.compile import infer_preset, resolve_compile
 from kerakit.errors import RecipeError
-from kerakit.presets import PRESETS
+from kerakit.models.compile import infer_preset, resolve_compile
+from kerakit.recipe.compile import PRESETS
 
 
 def _model(units, activation, inputs=4):

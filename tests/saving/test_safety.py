@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from kerakit.errors import ModelFileError
-from kerakit.safety import check_config, check_model_file
 from kerakit.saving import load_model
+from kerakit.saving.safety import check_config, check_model_file
 
 
 def _base(tmp_path: Path) -> Path:

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import yaml
 
-from kerakit.callbacks_spec import BUNDLES, list_bundles, resolve_callbacks
 from kerakit.errors import RecipeError, ResumeError, Where
+from kerakit.recipe.callbacks import BUNDLES, list_bundles, resolve_callbacks
 
 # ---------------------------------------------------------------- spec (no TF)
 
@@ -27,7 +27,7 @@ def test_every_bundle_resolves_and_round_trips_through_yaml(name):
     spec = resolve_callbacks(name)
     assert yaml.safe_load(yaml.safe_dump(spec)) == spec
     assert resolve_callbacks(spec) == spec
-    assert [next(iter(e)) for e in spec] == [next(iter(e)) for e in BUNDLES[name][1]]
+    assert [next(iter(e)) for e in spec] == [next(iter(e)) for e in BUNDLES[name]["callbacks"]]
 
 
 def test_bundle_members_match_the_issue():
@@ -89,7 +89,7 @@ def test_bad_specs_say_where_and_what(value, text):
 
 
 def test_spec_module_imports_no_tensorflow():
-    code = "import sys, kerakit.callbacks_spec; assert 'tensorflow' not in sys.modules"
+    code = "import sys, kerakit.recipe.callbacks; assert 'tensorflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -99,8 +99,8 @@ def test_spec_module_imports_no_tensorflow():
 def test_standard_bundle_fills_run_folder_paths(tmp_path):
     import keras
 
-    from kerakit.callbacks import make_callbacks
-    from kerakit.checkpoint import SafeBackupAndRestore, SafeModelCheckpoint
+    from kerakit.training.backups import SafeBackupAndRestore
+    from kerakit.training.callbacks import SafeModelCheckpoint, make_callbacks
 
     cbs = make_callbacks(
         "full", run_dir=tmp_path, monitor_names={"loss", "accuracy"}, has_validation=True
@@ -140,7 +140,7 @@ def test_standard_bundle_fills_run_folder_paths(tmp_path):
     ],
 )
 def test_bad_callbacks_are_caught_before_training(tmp_path, spec, text):
-    from kerakit.callbacks import make_callbacks
+    from kerakit.training.callbacks import make_callbacks
 
     where = Where(path=("train", "callbacks"))
     with pytest.raises(RecipeError, match=text) as err:
@@ -168,7 +168,7 @@ def _tiny():
 
 
 def test_resume_restores_best_values_and_refuses_a_changed_recipe(tmp_path):
-    from kerakit.callbacks import make_callbacks
+    from kerakit.training.callbacks import make_callbacks
 
     model, x, y = _tiny()
     spec = [{"ModelCheckpoint": {"save_best_only": True}}, {"BackupAndRestore": {}}]
@@ -186,12 +186,12 @@ def test_resume_restores_best_values_and_refuses_a_changed_recipe(tmp_path):
 
     model3, _, _ = _tiny()
     cbs3 = make_callbacks(spec, run_dir=tmp_path, has_validation=False, recipe={"units": 16})
-    with pytest.raises(ResumeError, match="changed units"):
+    with pytest.raises(ResumeError, match="changed: units"):
         model3.fit(x, y, epochs=5, batch_size=16, verbose=0, callbacks=cbs3)
 
 
 def test_torn_newest_backup_falls_back_to_the_previous_one(tmp_path):
-    from kerakit.checkpoint import SafeBackupAndRestore
+    from kerakit.training.backups import SafeBackupAndRestore
 
     model, x, y = _tiny()
     backup = SafeBackupAndRestore(tmp_path / "b")
@@ -215,7 +215,7 @@ def test_torn_newest_backup_falls_back_to_the_previous_one(tmp_path):
 def test_nan_never_reaches_a_backup_and_nothing_is_deleted(tmp_path):
     import keras
 
-    from kerakit.checkpoint import SafeBackupAndRestore
+    from kerakit.training.backups import SafeBackupAndRestore
 
     model, x, y = _tiny()
     clean = SafeBackupAndRestore(tmp_path / "b", delete_checkpoint=True)
@@ -245,7 +245,7 @@ def test_nan_never_reaches_a_backup_and_nothing_is_deleted(tmp_path):
 
 
 def test_backups_are_written_while_training_goes_on_and_restore_exactly(tmp_path):
-    from kerakit.checkpoint import SafeBackupAndRestore
+    from kerakit.training.backups import SafeBackupAndRestore
 
     model, x, y = _tiny()
     backup = SafeBackupAndRestore(tmp_path / "b")
@@ -265,7 +265,7 @@ def test_backups_are_written_while_training_goes_on_and_restore_exactly(tmp_path
 
 
 def test_the_values_a_backup_writes_do_not_move_with_training():
-    from kerakit.checkpoint import _snapshot, _state_variables
+    from kerakit.training.backups import _snapshot, _state_variables
 
     model, x, y = _tiny()
     model.fit(x, y, epochs=1, batch_size=16, verbose=0)
@@ -278,7 +278,7 @@ def test_the_values_a_backup_writes_do_not_move_with_training():
 
 
 def test_a_failed_background_write_is_raised_and_keeps_the_previous_backup(tmp_path):
-    from kerakit.checkpoint import SafeBackupAndRestore
+    from kerakit.training.backups import SafeBackupAndRestore
 
     model, x, y = _tiny()
     backup = SafeBackupAndRestore(tmp_path / "b")
@@ -293,7 +293,8 @@ def test_a_failed_background_write_is_raised_and_keeps_the_previous_backup(tmp_p
 
 def test_a_backup_of_an_earlier_version_still_restores(tmp_path):
     """Backups were Keras .weights.h5 files before they became .npz."""
-    from kerakit.checkpoint import SafeBackupAndRestore, _sha256
+    from kerakit._files import sha256_file as _sha256
+    from kerakit.training.backups import SafeBackupAndRestore
 
     model, x, y = _tiny()
     model.fit(x, y, epochs=1, batch_size=16, verbose=0)
@@ -313,7 +314,7 @@ def test_a_backup_of_an_earlier_version_still_restores(tmp_path):
 def test_bfloat16_variables_survive_a_backup(tmp_path):
     import keras
 
-    from kerakit.checkpoint import SafeBackupAndRestore
+    from kerakit.training.backups import SafeBackupAndRestore
 
     def make():
         keras.utils.set_random_seed(3)
@@ -343,7 +344,7 @@ TRAIN_SCRIPT = textwrap.dedent(
     import json, os, sys
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     import numpy as np, keras
-    from kerakit.callbacks import make_callbacks
+    from kerakit.training.callbacks import make_callbacks
     run_dir, epochs, freq = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, "relu"), keras.layers.Dense(1)])
@@ -367,7 +368,7 @@ def _kill_and_resume(tmp_path: Path, kills: int, seed: int) -> dict:
     """Kill one training run with SIGKILL `kills` times at random moments, rerunning it
     after each kill; then let it finish. Each kill checks that every persisted backup
     is whole and loadable."""
-    from kerakit.checkpoint import SafeBackupAndRestore, load_backup
+    from kerakit.training.backups import SafeBackupAndRestore, load_backup
 
     script = tmp_path / "train.py"
     script.write_text(TRAIN_SCRIPT)

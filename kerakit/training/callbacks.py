@@ -1,6 +1,6 @@
 """Build Keras callbacks from a resolved `train.callbacks` spec, for one run folder.
 
-    from kerakit.callbacks import make_callbacks
+    from kerakit.training.callbacks import make_callbacks
     callbacks = make_callbacks("standard", run_dir="runs/digits/1",
                                monitor_names={"loss", "accuracy"}, has_validation=True)
     model.fit(train, validation_data=val, epochs=20, callbacks=callbacks)
@@ -10,7 +10,7 @@ Class names are looked up in `keras.callbacks` (or the Keras registry for a
 kerakit fills in what depends on the run: the file of each callback inside
 the run folder, and the monitor (`val_loss` when there is validation data,
 else `loss`). `BackupAndRestore` and `ModelCheckpoint` become kerakit's
-crash-safe versions (`kerakit.checkpoint`), same arguments. A monitor that
+crash-safe versions (`SafeModelCheckpoint` here, `training.backups`), same arguments. A monitor that
 cannot exist is an error before training, not a warning after it.
 """
 
@@ -24,16 +24,47 @@ from typing import Any
 
 import keras
 
-from kerakit.recipe.callbacks import PATH_KEYS, resolve_callbacks
-from kerakit.checkpoint import SafeBackupAndRestore, SafeModelCheckpoint
+from kerakit._compat import cache_keras_skipsets
+from kerakit._files import atomic_path
 from kerakit.errors import NOWHERE, Where, did_you_mean
+from kerakit.models.names import check_arguments, get_callback_class
+from kerakit.recipe.callbacks import PATH_KEYS, resolve_callbacks
+from kerakit.report.history import HISTORY_FILE
+from kerakit.training.backups import SafeBackupAndRestore, weights_finite
+from kerakit.training.runfolder import BACKUP_DIR, BEST_MODEL, TENSORBOARD_DIR
+
+
+class SafeModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """`keras.callbacks.ModelCheckpoint` whose writes are atomic and never hold NaN.
+
+    Same arguments as Keras's class. Each save goes to a temporary file
+    beside the target, is fsynced and renamed over it, so a crash or a full
+    disk during a save keeps the previous best model. A model with
+    non-finite weights is never written.
+    """
+
+    def _save_model(self, epoch, batch, logs):
+        filepath = self._get_file_path(epoch, batch, logs)
+        if not self._should_save_model(epoch, batch, logs, filepath):
+            return
+        if not weights_finite(self.model):
+            return
+        cache_keras_skipsets()
+        with atomic_path(filepath) as tmp:
+            if self.save_weights_only:
+                self.model.save_weights(tmp, overwrite=True)
+            else:
+                self.model.save(tmp, overwrite=True)
+        if self.verbose > 0:
+            print(f"\nEpoch {epoch + 1}: saved model to {filepath}")
+
 
 # Where each callback writes inside the run folder, unless the recipe says otherwise.
 DEFAULT_PATHS = {
-    "ModelCheckpoint": "best.keras",
-    "CSVLogger": "history.csv",
-    "BackupAndRestore": "backup",
-    "TensorBoard": "logs",
+    "ModelCheckpoint": BEST_MODEL,
+    "CSVLogger": HISTORY_FILE,
+    "BackupAndRestore": BACKUP_DIR,
+    "TensorBoard": TENSORBOARD_DIR,
 }
 # Keras's callbacks replaced by kerakit's crash-safe versions (same arguments).
 SAFE_VERSIONS = {"ModelCheckpoint": SafeModelCheckpoint, "BackupAndRestore": SafeBackupAndRestore}
@@ -41,46 +72,9 @@ SAFE_VERSIONS = {"ModelCheckpoint": SafeModelCheckpoint, "BackupAndRestore": Saf
 ALWAYS_LOGGED = {"loss", "learning_rate"}
 
 
-def keras_callback_names() -> list[str]:
-    """Names of the callback classes in `keras.callbacks`."""
-    return sorted(
-        name
-        for name, obj in vars(keras.callbacks).items()
-        if isinstance(obj, type)
-        and issubclass(obj, keras.callbacks.Callback)
-        and name not in ("Callback", "CallbackList", "History", "ProgbarLogger")
-    )
-
-
 def _callback_class(name: str, where: Where) -> type:
-    if ">" in name:  # a callback registered with keras.saving.register_keras_serializable
-        obj = keras.saving.get_registered_object(name)
-        if isinstance(obj, type) and issubclass(obj, keras.callbacks.Callback):
-            return obj
-        raise where.error(
-            f"no callback registered as {name!r}: register it with "
-            "@keras.saving.register_keras_serializable() and import it before training"
-        )
-    names = keras_callback_names()
-    if name not in names:
-        raise where.error(
-            f"unknown callback {name!r}{did_you_mean(name, names)}; "
-            f"Keras callbacks: {', '.join(names)}"
-        )
-    return SAFE_VERSIONS.get(name, getattr(keras.callbacks, name))
-
-
-def _check_arguments(cls: type, name: str, kwargs: dict, where: Where) -> None:
-    params = inspect.signature(cls.__init__).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    allowed = [p for p in params if p != "self"]
-    for key in kwargs:
-        if key not in allowed:
-            raise where.at(key).error(
-                f"{name} has no argument {key!r}{did_you_mean(key, allowed)}; "
-                f"its arguments: {', '.join(allowed)}"
-            )
+    cls = get_callback_class(name, where)
+    return SAFE_VERSIONS.get(name, cls)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -165,7 +159,7 @@ def make_callbacks(
         at = where.at(i, name)
         cls = _callback_class(name, at)
         kwargs = dict(kwargs)
-        _check_arguments(cls, name, kwargs, at)
+        check_arguments(cls, kwargs, at, name)
         key = PATH_KEYS.get(name)
         if key is not None:
             kwargs[key] = str(_run_path(kwargs.get(key, DEFAULT_PATHS[name]), run_dir, at.at(key)))

@@ -1,52 +1,51 @@
-"""Run folders: where a run's files go, how an interrupted run is found again, and the
-small JSON/CSV files kept in them (run.json, env.json, history.csv)."""
+"""Run folders: the name of every file in one, where a run's folder goes, how an interrupted
+run is found again, and the small JSON files kept in them.
+
+    runs/NAME/YYYYmmdd-HHMMSS/
+        run.json  recipe.resolved.yaml  env.json  classes.json  normalization.json
+        history.csv  metrics.json  evaluate.json  best.keras  backup/  model.keras ...
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from kerakit._files import read_json, write_json
 from kerakit.errors import ResumeError
 from kerakit.recipe import Recipe
+from kerakit.recipe.data import data_path, source_kind
+from kerakit.recipe.fingerprint import changed_sections, refuse_resume
+from kerakit.recipe.reader import load_yaml
+from kerakit.report.history import HISTORY_FILE, history_columns, write_history
 
-RUN_FILE = "run.json"
-
-# --------------------------------------------------------------------------- run folders
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+# The files of a run folder (model files: kerakit.saving.save.FORMATS; pictures: report.RUN_IMAGES)
+RUN_FILE = "run.json"  # status, fingerprint, start and end
+RECIPE_FILE = "recipe.resolved.yaml"  # the resolved recipe, data files by absolute path
+ENV_FILE = "env.json"  # versions, devices, seed, command
+CLASSES_FILE = "classes.json"
+NORMALIZATION_FILE = "normalization.json"  # data.normalize's mean and std
+METRICS_FILE = "metrics.json"  # test metrics
+EVALUATE_FILE = "evaluate.json"  # what `kerakit evaluate RUN` measured
+BEST_MODEL = "best.keras"  # ModelCheckpoint's default
+BACKUP_DIR = "backup"  # crash-safe backups (ckpt-NNNNNN.npz + .json)
+TENSORBOARD_DIR = "logs"
+STAGE1_FILE = "stage1.json"  # a two-stage transfer run: stage 1 done, its epochs
+STAGE1_WEIGHTS = "stage1.weights.h5"
+STAGE2_BACKUP_DIR = "backup-stage2"
+FEATURES_DIR = "features"  # cached backbone features of stage 1
+__all__ = ["HISTORY_FILE"]  # and every name above; HISTORY_FILE lives with history.csv's reader
 
 
 def write_run_json(path: Path, value: Any) -> None:
-    from kerakit.saving import write_text
-
-    write_text(path, json.dumps(value, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
-
-
-def _changed_sections(old: Mapping, new: Mapping) -> list[str]:
-    keys = ("data", "augment", "model", "compile")
-    return [k for k in keys if json.dumps(old.get(k), sort_keys=True, default=str)
-            != json.dumps(new.get(k), sort_keys=True, default=str)]  # fmt: skip
+    """Write one of a run folder's JSON files (NumPy values as plain numbers)."""
+    write_json(path, value)
 
 
 def kept_recipe(recipe: Recipe) -> dict:
@@ -54,7 +53,6 @@ def kept_recipe(recipe: Recipe) -> dict:
     named by absolute path. Relative ones were relative to the recipe's folder, which
     the run folder is not: `kerakit evaluate RUN` and a rerun of the kept recipe must
     find them."""
-    from kerakit.recipe.data import data_path, source_kind
 
     def absolute(text: str) -> str:
         return str(data_path(text, recipe.base_dir).resolve())
@@ -67,13 +65,11 @@ def kept_recipe(recipe: Recipe) -> dict:
             section["source"] = f"{kind}:{absolute(arg)}"
     if section.get("data_dir"):
         section["data_dir"] = absolute(section["data_dir"])
-    return data  # transfer weights files are absolute already (transfer_spec)
+    return data  # transfer weights files are absolute already (recipe.transfer)
 
 
 def _stored_recipe(path: Path) -> dict:
-    from kerakit.recipe.reader import load_yaml
-
-    file = path / "recipe.resolved.yaml"
+    file = path / RECIPE_FILE
     if not file.is_file():
         return {}
     value, _ = load_yaml(file.read_bytes(), str(file))
@@ -97,12 +93,7 @@ def run_folder(recipe: Recipe, *, resume: str | os.PathLike | None = None, new: 
                 f"{path} is not a kerakit run folder (no {RUN_FILE}); pass the folder `kerakit train` printed"
             )
         if info.get("fingerprint") != recipe.fingerprint():
-            changed = _changed_sections(_stored_recipe(path), kept_recipe(recipe))
-            raise ResumeError(
-                f"cannot resume {path}: the recipe changed since that run started "
-                f"(in: {', '.join(changed) or 'its resolved values'}); undo the change, "
-                "or start a new run without --resume"
-            )
+            raise refuse_resume(str(path), changed_sections(_stored_recipe(path), kept_recipe(recipe)))
         return path, True
     if not new and base.is_dir():
         for path in sorted(base.iterdir(), reverse=True):
@@ -111,7 +102,7 @@ def run_folder(recipe: Recipe, *, resume: str | os.PathLike | None = None, new: 
                 info.get("status") in ("running", "interrupted")
                 and info.get("fingerprint") == recipe.fingerprint()
             ):
-                if (path / "backup").is_dir() and any((path / "backup").iterdir()):
+                if (path / BACKUP_DIR).is_dir() and any((path / BACKUP_DIR).iterdir()):
                     print_fn(f"resuming the interrupted run {path} (pass --new to start afresh)")
                     return path, True
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -150,50 +141,11 @@ def environment(recipe: Recipe, command, policy: str, strategy=None) -> dict:
     }
 
 
-def trim_history(csv_path: Path, keep_below: int) -> None:
-    if not csv_path.is_file():
-        return
-    lines = csv_path.read_text().splitlines()
-    if not lines:
-        return
-    kept = [lines[0]] + [
-        line
-        for line in lines[1:]
-        if line.split(",", 1)[0].isdigit() and int(line.split(",", 1)[0]) < keep_below
-    ]
-    if len(kept) != len(lines):
-        from kerakit.saving import write_text
-
-        write_text(csv_path, "\n".join(kept) + "\n")
-
-
 def read_history(path: Path, fallback: dict) -> dict:
-    """The whole run's history: history.csv (which spans resumes) when present."""
-    csv = path / "history.csv"
-    if csv.is_file():
-        import csv as csvmod
-
-        with open(csv, newline="") as f:
-            rows = list(csvmod.DictReader(f))
-        if rows:
-            out: dict[str, list] = {}
-            for row in rows:
-                for k, v in row.items():
-                    try:
-                        out.setdefault(k, []).append(float(v))
-                    except (TypeError, ValueError):
-                        out.setdefault(k, []).append(v)
-            return out
-    _write_history_csv(csv, fallback)
+    """The whole run's history: history.csv (which spans resumes) when it has rows, else
+    `fallback` (Keras's own, written to history.csv so the folder always has one)."""
+    columns = history_columns(path / HISTORY_FILE)
+    if columns and any(columns.values()):
+        return columns
+    write_history(path / HISTORY_FILE, fallback)
     return {k: [float(v) for v in vs] for k, vs in fallback.items()}
-
-
-def _write_history_csv(path: Path, history: dict) -> None:
-    from kerakit.saving import write_text
-
-    keys = list(history)
-    n = max((len(v) for v in history.values()), default=0)
-    lines = [",".join(["epoch", *keys])]
-    for i in range(n):
-        lines.append(",".join([str(i)] + [repr(float(history[k][i])) for k in keys]))
-    write_text(path, "\n".join(lines) + "\n")

@@ -22,10 +22,16 @@ from pathlib import Path
 
 import keras
 
-from kerakit.compile import apply_compile
-from kerakit.saving import atomic_path, write_json
-from kerakit.transfer import cache_features, set_stage, split_for_feature_cache
+from kerakit._files import atomic_path, write_json
+from kerakit.models import apply_compile, cache_features, set_stage, split_for_feature_cache
 from kerakit.recipe.transfer import decide_feature_cache
+from kerakit.report.history import HISTORY_FILE, epochs_in_stage
+from kerakit.training.runfolder import (
+    FEATURES_DIR,
+    STAGE1_FILE,
+    STAGE1_WEIGHTS,
+    STAGE2_BACKUP_DIR,
+)
 
 
 class StageColumn(keras.callbacks.Callback):
@@ -63,21 +69,9 @@ def _stage2_callbacks_spec(spec: list) -> list:
         if "BackupAndRestore" in entry:
             entry["BackupAndRestore"] = {
                 **(entry["BackupAndRestore"] or {}),
-                "backup_dir": "backup-stage2",
+                "backup_dir": STAGE2_BACKUP_DIR,
             }
     return out
-
-
-def _epochs_logged(path: Path, stage: int) -> int:
-    import csv
-
-    try:
-        with open(path / "history.csv", newline="") as f:
-            return sum(
-                1 for row in csv.DictReader(f) if row.get("stage") in (str(stage), f"{stage}.0")
-            )
-    except OSError:
-        return 0
 
 
 def fit_transfer(recipe, model: keras.Model, path: Path, train_ds, val_ds, fit: dict, *, make: Callable,
@@ -87,7 +81,7 @@ def fit_transfer(recipe, model: keras.Model, path: Path, train_ds, val_ds, fit: 
     where = recipe.where.at("model", "transfer")
     fine = spec.get("fine_tune")
     epochs1 = recipe["train"]["epochs"]
-    marker = path / "stage1.json"
+    marker = path / STAGE1_FILE
     history: dict = {}
 
     if not marker.is_file():
@@ -98,10 +92,10 @@ def fit_transfer(recipe, model: keras.Model, path: Path, train_ds, val_ds, fit: 
                 "stage 1: training the head on cached backbone features (transfer.cache_features)"
             )
             features, head = split_for_feature_cache(model)
-            tr = cache_features(features, train_ds, directory=str(path / "features" / "train"),
+            tr = cache_features(features, train_ds, directory=str(path / FEATURES_DIR / "train"),
                                 shuffle=True, seed=recipe["seed"])  # fmt: skip
             va = (
-                cache_features(features, val_ds, directory=str(path / "features" / "val"))
+                cache_features(features, val_ds, directory=str(path / FEATURES_DIR / "val"))
                 if val_ds is not None
                 else None
             )
@@ -116,17 +110,17 @@ def fit_transfer(recipe, model: keras.Model, path: Path, train_ds, val_ds, fit: 
             callbacks = make(recipe, model, path, train_ds, val_ds, first=[StageColumn(1)])
             hist = model.fit(train_ds, epochs=epochs1, callbacks=callbacks, **fit)
         history = dict(hist.history)
-        with atomic_path(path / "stage1.weights.h5") as tmp:
+        with atomic_path(path / STAGE1_WEIGHTS) as tmp:
             model.save_weights(tmp)
         # EarlyStopping may end stage 1 early; stage 2's epochs are numbered after it.
-        write_json(marker, {"epochs": _epochs_logged(path, 1) or epochs1})
+        write_json(marker, {"epochs": epochs_in_stage(path / HISTORY_FILE, 1) or epochs1})
     if not fine:
         return history
 
     done1 = json.loads(marker.read_text())["epochs"]
-    backup2 = path / "backup-stage2"
+    backup2 = path / STAGE2_BACKUP_DIR
     if not (backup2.is_dir() and any(backup2.glob("ckpt-*.json"))):
-        model.load_weights(path / "stage1.weights.h5")  # a resumed run rebuilt the model
+        model.load_weights(path / STAGE1_WEIGHTS)  # a resumed run rebuilt the model
     set_stage(model, 2, unfreeze_from=fine.get("unfreeze_from"), unfreeze_blocks=fine.get("unfreeze_blocks"),
               where=where)  # fmt: skip
     section = dict(recipe["compile"])

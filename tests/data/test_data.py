@@ -13,8 +13,8 @@ import yaml
 from PIL import Image
 
 from kerakit.data import load_data, make_pipeline
-from kerakit.data_spec import resolve_data
 from kerakit.errors import DataError, RecipeError, Where
+from kerakit.recipe.data import resolve_data
 
 HERE = Where(file="recipe.yaml", positions={("data",): (3, 1)}, path=("data",))
 

@@ -6,7 +6,8 @@ from conftest import CONFIGS
 
 import kerakit as kk
 from kerakit.recipe import load_recipe
-from kerakit.run import _augmentation, _pipelines
+from kerakit.training.build import recipe_augmentation as _augmentation
+from kerakit.training.fit import pipelines as _pipelines
 
 
 def _batches(ds):

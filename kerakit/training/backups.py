@@ -1,4 +1,4 @@
-"""Crash-safe checkpoints: `SafeBackupAndRestore` and `SafeModelCheckpoint`.
+"""Crash-safe backups: `SafeBackupAndRestore`, and `load_backup` to read one.
 
 Keras 3.15's `BackupAndRestore` writes its weights and its metadata in place:
 a `kill -9` at the wrong moment leaves a backup that cannot be restored
@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import json
 import os
 import re
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -43,47 +42,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerakit.errors import ResumeError
-from kerakit.saving import atomic_path, cache_keras_skipsets, write_json
+from kerakit._files import atomic_path, sha256_file, write_json
+from kerakit.recipe.fingerprint import changes, content_hash, refuse_resume
 
 _CKPT = re.compile(r"^ckpt-(\d{6,})\.json$")
 _WEIGHT_SUFFIXES = (".npz", ".weights.h5")  # .weights.h5: backups of earlier kerakit versions
 # Attributes that make a callback's "best so far" (restored on resume).
 _TRACKED_STATE = ("best", "wait", "best_epoch", "stopped_epoch", "cooldown_counter")
 
-
-def recipe_hash(recipe: Any) -> str:
-    """SHA-256 of a plain-value recipe (or a part of it), independent of key order."""
-    text = json.dumps(recipe, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def recipe_changes(old: Any, new: Any, path: str = "", limit: int = 5) -> list[str]:
-    """Key paths where two plain-value recipes differ ("model.sequential[2].Dense.units")."""
-    out: list[str] = []
-    if isinstance(old, Mapping) and isinstance(new, Mapping):
-        for key in list(old) + [k for k in new if k not in old]:
-            sub = f"{path}.{key}" if path else str(key)
-            if key not in new or key not in old:
-                out.append(sub)
-            else:
-                out.extend(recipe_changes(old[key], new[key], sub, limit))
-            if len(out) >= limit:
-                break
-    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        for i, (a, b) in enumerate(zip(old, new)):
-            out.extend(recipe_changes(a, b, f"{path}[{i}]", limit))
-    elif old != new:
-        out.append(path or "(whole recipe)")
-    return out[:limit]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_finite(model: Any) -> bool:
@@ -242,7 +208,7 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
             weights = self.backup_dir / meta["weights"]
             if Path(meta["weights"]).name != meta["weights"]:
                 return None  # a name, never a path
-            if weights.stat().st_size != meta["size"] or _sha256(weights) != meta["sha256"]:
+            if weights.stat().st_size != meta["size"] or sha256_file(weights) != meta["sha256"]:
                 return None
             int(meta["epoch"])
             return meta
@@ -282,14 +248,10 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
     def _check_recipe(self, meta: dict) -> None:
         if self.recipe is None or meta.get("recipe_hash") is None:
             return
-        if recipe_hash(self.recipe) == meta["recipe_hash"]:
+        if content_hash(self.recipe) == meta["recipe_hash"]:
             return
-        changed = recipe_changes(meta.get("recipe"), self.recipe) if "recipe" in meta else []
-        what = f": changed {', '.join(changed)}" if changed else ""
-        raise ResumeError(
-            f"cannot resume from {self.backup_dir}: the recipe is not the one this backup "
-            f"was made with{what}. Undo the change, or start a new run (without --resume)."
-        )
+        changed = changes(meta.get("recipe"), self.recipe) if "recipe" in meta else []
+        raise refuse_resume(f"from {self.backup_dir}", changed)
 
     def on_epoch_begin(self, epoch, logs=None):
         # Restored here, not in on_train_begin: EarlyStopping resets its `best`
@@ -351,7 +313,7 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
             ],
         }
         if self.recipe is not None:
-            meta["recipe_hash"] = recipe_hash(self.recipe)
+            meta["recipe_hash"] = content_hash(self.recipe)
             meta["recipe"] = self.recipe
         self._writer = threading.Thread(
             target=self._write, args=(name, values, meta), name=f"kerakit-backup-{name}"
@@ -370,8 +332,8 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
                 with open(tmp, "wb") as f:
                     np.savez(f, **{f"v{i}": _plain_array(v) for i, v in enumerate(values)})
             meta["size"] = weights.stat().st_size
-            meta["sha256"] = _sha256(weights)
-            write_json(self.backup_dir / f"{name}.json", meta)  # last: it vouches for the weights
+            meta["sha256"] = sha256_file(weights)
+            write_json(self.backup_dir / f"{name}.json", meta, sort_keys=True)  # last: it vouches for the weights
             self._prune()
         except BaseException as e:  # raised in the training thread by wait()
             self._error = e
@@ -412,129 +374,3 @@ def _plain(value: Any) -> Any:
     except (TypeError, ValueError):
         return None
 
-
-class SafeModelCheckpoint(keras.callbacks.ModelCheckpoint):
-    """`keras.callbacks.ModelCheckpoint` whose writes are atomic and never hold NaN.
-
-    Same arguments as Keras's class. Each save goes to a temporary file
-    beside the target, is fsynced and renamed over it, so a crash or a full
-    disk during a save keeps the previous best model. A model with
-    non-finite weights is never written.
-    """
-
-    def _save_model(self, epoch, batch, logs):
-        filepath = self._get_file_path(epoch, batch, logs)
-        if not self._should_save_model(epoch, batch, logs, filepath):
-            return
-        if not weights_finite(self.model):
-            return
-        cache_keras_skipsets()
-        with atomic_path(filepath) as tmp:
-            if self.save_weights_only:
-                self.model.save_weights(tmp, overwrite=True)
-            else:
-                self.model.save(tmp, overwrite=True)
-        if self.verbose > 0:
-            print(f"\nEpoch {epoch + 1}: saved model to {filepath}")
-
-
-class StopOnSignal(keras.callbacks.Callback):
-    """On SIGINT or SIGTERM, write a resumable backup at the end of the current batch, then stop.
-
-    Keras has no signal handling: a `kill` (SIGTERM, as a scheduler sends it) loses the
-    epoch in progress, and Ctrl-C (SIGINT) interrupts wherever it lands. With this
-    callback the first signal is noted, the next batch end writes a backup through
-    `backup` and raises `TrainingInterrupted`; a second signal interrupts at once.
-    Handlers are installed only in the main thread and restored when training ends.
-
-    Args:
-        backup: the run's `SafeBackupAndRestore` (None: stop without a backup).
-        resume_hint: what to tell the user (how to resume).
-    """
-
-    def __init__(self, backup: SafeBackupAndRestore | None, resume_hint: str = ""):
-        super().__init__()
-        self.backup = backup
-        self.resume_hint = resume_hint
-        self.received: int | None = None
-        self._previous: dict = {}
-
-    def _handler(self, signum, frame):
-        if self.received is not None:  # a second signal: do not wait for the batch
-            self._restore()
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def _restore(self) -> None:
-        import signal
-
-        for signum, previous in self._previous.items():
-            with contextlib.suppress(ValueError, TypeError):
-                signal.signal(signum, previous)
-        self._previous = {}
-
-    def on_train_begin(self, logs=None):
-        import signal
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError, OSError):
-                self._previous[signum] = signal.signal(signum, self._handler)
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.received is None:
-            return
-        import signal
-
-        from kerakit.errors import TrainingInterrupted
-
-        self._restore()
-        saved = ""
-        if self.backup is not None:
-            self.backup._save(self.backup._epoch, batch, logs, wait=True)
-            saved = f"; a backup was written to {self.backup.backup_dir}"
-        self.model.stop_training = True
-        name = signal.Signals(self.received).name
-        raise TrainingInterrupted(f"stopped by {name} during epoch {self.backup._epoch + 1 if self.backup else '?'}"
-                                  f"{saved}. {self.resume_hint}".strip(), self.received)  # fmt: skip
-
-    def on_train_end(self, logs=None):
-        self._restore()
-
-
-class DivergenceWatch(keras.callbacks.Callback):
-    """Stops training at the first non-finite loss and says where, saving nothing.
-
-    Keras's `TerminateOnNaN` stops too, but the run then carries on to save a
-    model of NaN weights. This raises `TrainingDiverged` at once, naming the
-    epoch and batch, so no later callback (or the end-of-run save) persists a
-    non-finite tensor; the crash-safe backups and the best model on disk are
-    the last finite ones.
-    """
-
-    def __init__(self, run_dir: str | os.PathLike | None = None):
-        super().__init__()
-        self.run_dir = Path(run_dir) if run_dir else None
-        self._epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is None or np.isfinite(float(loss)):
-            return
-        from kerakit.errors import TrainingDiverged
-
-        kept = []
-        if self.run_dir is not None:
-            kept = [
-                p.name for p in (self.run_dir / "best.keras", self.run_dir / "backup") if p.exists()
-            ]
-        saved = f"kept (finite): {', '.join(kept)}" if kept else "nothing had been saved yet"
-        raise TrainingDiverged(
-            f"training diverged: the loss became {float(loss)} in epoch {self._epoch + 1}, batch {batch + 1}; "
-            f"{saved}. Lower the learning rate (compile.optimizer) or look for extreme values in the data"
-        )

@@ -21,19 +21,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerakit.distribute import (
+from kerakit.errors import KerakitError, RecipeError, Where
+from kerakit.recipe import load_recipe
+from kerakit.training.cluster import read_tf_config, tf_config_from_flags
+from kerakit.training.distribute import (
     describe_strategy,
     global_batch_size,
     is_chief,
     make_strategy,
-    read_tf_config,
     remove_worker_dir,
     shard_options,
-    tf_config_from_flags,
     worker_dir,
 )
-from kerakit.errors import KerakitError, RecipeError, Where
-from kerakit.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = Where(
@@ -246,11 +245,12 @@ def test_tpu_that_never_initializes_is_bounded(tmp_path):
         """
         import sys, time
         import tensorflow  # imported first: the clock is for the TPU, not for TensorFlow's import
-        import kerakit.distribute as d
+        import kerakit.training.cluster as d
+        from kerakit.training.distribute import make_strategy
         d.TPU_INIT_TIMEOUT_S = 3
         start = time.monotonic()
         try:
-            d.make_strategy({"distribute": "tpu", "tpu": sys.argv[1]})
+            make_strategy({"distribute": "tpu", "tpu": sys.argv[1]})
         except d.KerakitError as exc:
             print(f"ERROR after {time.monotonic() - start:.1f}s: {exc}", flush=True)
         """
@@ -282,7 +282,7 @@ MIRRORED = textwrap.dedent(
     import keras
     import numpy as np
     import kerakit as kk
-    from kerakit.distribute import (describe_strategy, global_batch_size, make_strategy,
+    from kerakit.training.distribute import (describe_strategy, global_batch_size, make_strategy,
                                     max_steps_per_execution, shard_options)
 
     recipe = kk.load_recipe({
@@ -343,13 +343,13 @@ WORKER = textwrap.dedent(
     from pathlib import Path
     import keras
     import numpy as np
-    from kerakit.distribute import (describe_strategy, global_batch_size, is_chief, make_strategy,
+    from kerakit.training.distribute import (describe_strategy, global_batch_size, is_chief, make_strategy,
                                     max_steps_per_execution, remove_worker_dir, shard_options,
                                     worker_dir)
 
     strategy = make_strategy({"distribute": "multi_worker"})  # first: before TF runs anything
     import kerakit as kk
-    from kerakit.callbacks import make_callbacks
+    from kerakit.training.callbacks import make_callbacks
     from kerakit.saving import save_model
 
     run_dir, out, slow = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])

@@ -1,0 +1,170 @@
+"""Building a run's model: seeds, precision, the strategy, the compiled model, and the
+checks between data and model that Keras would only report mid-fit (or never)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from kerakit._compat import max_steps_per_execution
+from kerakit.augment import augmentation
+from kerakit.errors import DataError
+from kerakit.models import apply_compile, build_model, resolve_compile
+from kerakit.recipe import Recipe
+from kerakit.training.distribute import make_strategy
+
+
+def set_seeds(recipe: Recipe) -> None:
+    import keras
+    import tensorflow as tf
+
+    if recipe["seed"] is not None:
+        keras.utils.set_random_seed(recipe["seed"])
+    if recipe["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
+
+
+def precision_policy(recipe: Recipe) -> tuple[str, str]:
+    """The dtype policy to use and why ("auto" is decided here and recorded)."""
+    choice = recipe["train"]["precision"]
+    if choice != "auto":
+        return choice, "asked for in the recipe"
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        # Unmeasured on GPUs so far (benchmarks/README.md); stay exact until it is.
+        return "float32", "auto: GPU figures are unmeasured, float32 kept"
+    if "transfer" in recipe["model"] and _cpu_has_bf16():
+        # Measured (docs/transfer.md): a VGG16 backbone ran 3.4-7x faster under
+        # mixed_bfloat16 on a bf16-capable CPU, head accuracy within noise.
+        return (
+            "mixed_bfloat16",
+            "auto: a transfer backbone on a CPU with bf16 instructions, measured 3-7x faster",
+        )
+    return "float32", "auto: float32 on CPU (mixed precision only where measured faster)"
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read(200_000)
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def make_strategy_for(recipe: Recipe):
+    return make_strategy(recipe["train"], where=recipe.where.at("train"))
+
+
+def build_compiled(recipe: Recipe, bundle, *, strategy=None):
+    """Build and compile the recipe's model; returns (model, resolved compile section, notes)."""
+    import keras
+
+
+    policy, why = precision_policy(recipe)
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(policy)
+    aug = recipe_augmentation(recipe)
+    try:
+        model = build_model(recipe, input_shape=bundle.input_shape if bundle else None,
+                            num_classes=bundle.num_classes if bundle else None)  # fmt: skip
+        if aug is not None and aug.placement == "model":
+            model = _with_augmentation_inside(recipe, model, aug)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    section, notes = resolve_compile(recipe["compile"], model, where=recipe.where.at("compile"))
+    if aug is not None and aug.needs_labels and section["preset"] == "multiclass":
+        # mixup/cutmix blend labels, so they need one-hot labels and categorical crossentropy
+        section["preset"] = "multiclass_onehot"
+        if section.get("loss") == "sparse_categorical_crossentropy":
+            section["loss"] = "categorical_crossentropy"
+        notes.append("compile preset: multiclass_onehot (mixup/cutmix blend one-hot labels)")
+    if strategy is not None:
+        cap = max_steps_per_execution(strategy)
+        if cap is not None and section["steps_per_execution"] > cap:
+            # keras#19246: fit breaks with steps_per_execution > 1 on several replicas
+            section["steps_per_execution"] = cap
+            notes.append(f"steps_per_execution: {cap} (several replicas; keras#19246)")
+    apply_compile(model, section, where=recipe.where.at("compile"))
+    notes.append(f"precision: {policy} ({why})")
+    return model, section, policy, notes
+
+
+def _with_augmentation_inside(recipe: Recipe, model, aug):
+    """`augment.placement: model`: the augmentation as the model's first layer (training only)."""
+    import keras
+
+    if "transfer" in recipe["model"]:
+        raise recipe.where.at("augment", "placement").error(
+            "placement: model is not supported for transfer models yet; use placement: data"
+        )
+    inputs = keras.Input(shape=model.input_shape[1:], name=model.inputs[0].name.split(":")[0])
+    return keras.Model(inputs, model(aug.layer()(inputs)), name=model.name)
+
+
+def resolved_recipe(recipe: Recipe, compile_section: dict, policy: str) -> Recipe:
+    resolved = recipe.replace("compile", compile_section)
+    train = dict(resolved["train"])
+    train["precision"] = policy
+    return resolved.replace("train", train)
+
+
+
+def needs_data_for_build(recipe: Recipe) -> bool:
+    model = recipe["model"]
+    if "sequential" in model:
+        return not model.get("input_shape")
+    if "transfer" in model:
+        return not (model["transfer"].get("head") or {}).get("classes")
+    return False
+
+
+
+def check_data_fits(recipe: Recipe, model, bundle) -> None:
+    """Mistakes between data and model that Keras would only report mid-fit (or never)."""
+    import tensorflow as tf
+
+    where = recipe.where.at("model")
+    want = model.input_shape
+    got = bundle.input_shape
+    if not isinstance(got, Mapping) and not isinstance(want, (list, dict)):
+        if len(want) - 1 != len(got) or any(
+            w is not None and w != g for w, g in zip(want[1:], got)
+        ):
+            raise where.error(
+                f"the model takes inputs of shape {tuple(want[1:])} but the data gives {tuple(got)}; "
+                "fix model.input_shape (or leave it out to take it from the data), or data.image_size"
+            )
+    preset = recipe["compile"]["preset"]
+    if (
+        bundle.num_classes
+        and len(model.outputs) == 1
+        and preset in ("multiclass", "multiclass_onehot", "binary")
+    ):
+        units = model.outputs[0].shape[-1]
+        need = 1 if preset == "binary" else bundle.num_classes
+        if preset == "binary" and bundle.num_classes > 2:
+            raise recipe.where.at("compile", "preset").error(
+                f"the data has {bundle.num_classes} classes, too many for a binary classifier; "
+                "use preset multiclass with a softmax output of that many units"
+            )
+        if units != need:
+            raise where.error(
+                f"the data has {bundle.num_classes} classes ({', '.join(map(str, list(bundle.class_names or [])[:12]))}) "
+                f"but the output layer has {units} units; a {preset} model needs {need}"
+            )
+    if bundle.in_memory:
+        for x, _ in bundle.train.batch(4096):
+            for part in tf.nest.flatten(x):
+                if part.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(part))):
+                    raise DataError(
+                        f"{recipe['data']['source']}: the training inputs hold NaN or infinite values; "
+                        "clean the data (or drop those rows) before training"
+                    )
+
+
+def recipe_augmentation(recipe: Recipe):
+    """The recipe's `Augmentation`, or None."""
+    if not recipe["augment"]:
+        return None
+    return augmentation(recipe["augment"], seed=recipe["seed"], where=recipe.where.at("augment"))

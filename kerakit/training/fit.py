@@ -1,0 +1,204 @@
+"""Fitting a run: its pipelines, callbacks and `fit`, then the test metrics, the saved
+model and the pictures (`finish`)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from kerakit.augment import strip_augmentation
+from kerakit.data import make_pipeline, to_numpy
+from kerakit.recipe import Recipe
+from kerakit.recipe.compile import pipeline_label_mode
+from kerakit.recipe.fingerprint import resume_parts
+from kerakit.report import write_run_pictures
+from kerakit.report.history import HISTORY_FILE, trim_history
+from kerakit.saving import save_model
+from kerakit.training.backups import SafeBackupAndRestore
+from kerakit.training.build import recipe_augmentation
+from kerakit.training.callbacks import make_callbacks
+from kerakit.training.distribute import global_batch_size, shard_options
+from kerakit.training.guards import DivergenceWatch, StopOnSignal
+from kerakit.training.runfolder import METRICS_FILE, read_history, write_run_json
+from kerakit.training.transfer import fit_transfer
+
+
+def pipelines(recipe: Recipe, bundle, *, augmentation=None, strategy=None):
+    data = recipe["data"]
+    cache = data["cache"] if isinstance(data["cache"], bool) else bundle.in_memory
+    kw = dict(batch_size=global_batch_size(data["batch_size"], strategy), seed=recipe["seed"],
+              label_mode=pipeline_label_mode(recipe["compile"]["preset"]), num_classes=bundle.num_classes, cache=cache,
+              shuffle_buffer=data["shuffle_buffer"], autotune=data.get("autotune"))  # fmt: skip
+
+    def pipe(ds, training, **extra):
+        return (
+            None
+            if ds is None
+            else shard_options(make_pipeline(ds, training=training, **kw, **extra), strategy)
+        )
+
+    aug = {}
+    if augmentation is not None and augmentation.placement == "data":
+        aug = {"augment_fn": augmentation.map_fn(), "augment_labels": augmentation.needs_labels}
+    return pipe(bundle.train, True, **aug), pipe(bundle.val, False), pipe(bundle.test, False)
+
+
+def _probe(recipe: Recipe, bundle, strategy):
+    """One uncached batch to find the logged names with (reading part of a cache() warns)."""
+    split = bundle.val if bundle.val is not None else bundle.train
+    return make_pipeline(split.take(recipe["data"]["batch_size"]), training=False, cache=False,
+                         batch_size=global_batch_size(recipe["data"]["batch_size"], strategy),
+                         label_mode=pipeline_label_mode(recipe["compile"]["preset"]), num_classes=bundle.num_classes)  # fmt: skip
+
+
+def _monitor_names(model, ds) -> set[str]:
+    """The loss and metric names Keras will log (without "val_"), found by evaluating one batch,
+    so that monitors that cannot exist are caught before training."""
+    return set(model.evaluate(ds.take(1), verbose=0, return_dict=True))
+
+
+
+def _class_weight(recipe: Recipe, bundle) -> dict | None:
+    cw = recipe["train"].get("class_weight")
+    if cw is None:
+        return None
+    if cw != "balanced":
+        return {int(k): float(v) for k, v in cw.items()}
+    _, y = to_numpy(bundle.train)
+    counts = np.bincount(y.astype(int).reshape(-1))
+    return {i: len(y) / (len(counts) * c) for i, c in enumerate(counts) if c}
+
+
+def _callbacks(recipe: Recipe, model, path: Path, train_ds, val_ds, *, first=(), spec: list | None = None,
+               start_epoch: int = 0, probe=None, extra=()) -> list:  # fmt: skip
+    names = _monitor_names(
+        model, probe if probe is not None else (val_ds if val_ds is not None else train_ds)
+    )
+    callbacks = make_callbacks(spec if spec is not None else recipe["train"]["callbacks"], run_dir=path,
+                               monitor_names=names, has_validation=val_ds is not None,
+                               where=recipe.where.at("train", "callbacks"), recipe=resume_parts(recipe))  # fmt: skip
+    backup = next((c for c in callbacks if isinstance(c, SafeBackupAndRestore)), None)
+    resume_at = backup.newest_epoch() if backup is not None else None
+    # An epoch logged after its backup was written (a kill in between) is run again:
+    # drop its row now, before CSVLogger reopens the file to append.
+    trim_history(path / HISTORY_FILE, start_epoch if resume_at is None else resume_at)
+    hint = f"Resume with the same `kerakit train` command, or --resume {path}."
+    # `first` run before CSVLogger sees the logs; the signal stop runs after the backup.
+    return [*first, DivergenceWatch(path), *callbacks, *extra, StopOnSignal(backup, hint)]
+
+
+def fit(
+    recipe: Recipe, model, bundle, path: Path, strategy, *, verbose=None, print_fn=print, extra=()
+) -> dict:
+    train_ds, val_ds, _ = pipelines(
+        recipe, bundle, augmentation=recipe_augmentation(recipe), strategy=strategy
+    )
+    _warm_up_pictures()
+    if verbose is None:
+        verbose = recipe["train"]["verbose"]
+    fit = dict(
+        validation_data=val_ds,
+        verbose=verbose,
+        class_weight=_class_weight(recipe, bundle),
+        shuffle=False,
+    )
+    if "transfer" in recipe["model"]:
+        make = functools.partial(_callbacks, extra=extra)
+        return read_history(
+            path,
+            fit_transfer(recipe, model, path, train_ds, val_ds, fit, make=make, print_fn=print_fn),
+        )
+    callbacks = _callbacks(
+        recipe, model, path, train_ds, val_ds, probe=_probe(recipe, bundle, strategy), extra=extra
+    )
+    hist = model.fit(train_ds, epochs=recipe["train"]["epochs"], callbacks=callbacks, **fit)
+    return read_history(path, hist.history)
+
+
+def finish(
+    recipe: Recipe, model, bundle, path: Path, history: dict, *, strategy=None, print_fn=print
+) -> dict:
+    _, _, test_ds = pipelines(recipe, bundle, strategy=strategy)
+    metrics: dict = {}
+    if test_ds is not None:
+        metrics = {
+            k: float(v) for k, v in model.evaluate(test_ds, verbose=0, return_dict=True).items()
+        }
+        print_fn("test: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    write_run_json(path / METRICS_FILE, metrics)
+    if recipe["augment"] and recipe["augment"].get("placement") == "model":
+        model = strip_augmentation(model)  # the exported model carries no augmentation
+    saved = save_model(model, path, recipe["output"]["formats"])
+    print_fn("saved: " + ", ".join(str(p) for p in saved.values()))
+    _pictures(model, bundle, path, history, metrics, recipe, print_fn=print_fn)
+    return metrics
+
+
+def _pictures(
+    model, bundle, path: Path, history: dict, metrics: dict, recipe: Recipe, *, print_fn=print
+) -> None:
+    """history.png, confusion.png, errors.png and report.md in the run folder."""
+    for thread in _WARM_UP:  # never import or draw alongside the warm-up thread
+        thread.join()
+
+    kw: dict = {}
+    classifier = recipe["compile"]["preset"] in ("multiclass", "multiclass_onehot", "binary")
+    if classifier and bundle.test is not None and len(model.outputs) == 1:
+        x, y = to_numpy(bundle.test)
+        kw = {
+            "x": x if isinstance(x, np.ndarray) and x.ndim in (3, 4) else None,
+            "y_true": y,
+            "probs": _predict_eagerly(model, x),
+        }
+    write_run_pictures(path, history=history, class_names=bundle.class_names, metrics=metrics,
+                       title=recipe.name, **kw)  # fmt: skip
+
+
+def _predict_eagerly(model, x: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """The model's outputs on `x`, by calling it on chunks: for one pass over a test
+    split this is cheaper than `model.predict`, which first traces a predict function
+    (about 0.5 s for the overview CNN on this 2-core CPU, ten times the prediction)."""
+    import keras
+    import tensorflow as tf
+
+    n = len(tf.nest.flatten(x)[0])  # named inputs: a dict of arrays
+    parts = []
+    for i in range(0, n, chunk):
+        part = tf.nest.map_structure(lambda a, i=i: a[i : i + chunk], x)
+        parts.append(np.asarray(keras.ops.convert_to_numpy(model(part, training=False)), "float32"))
+    return np.concatenate(parts) if parts else np.zeros((0,))
+
+
+_WARM_UP: list = []  # the warm-up thread, joined before the pictures are drawn
+
+
+def _warm_up_pictures() -> None:
+    """Import matplotlib and draw a tiny figure in a background thread while the model trains.
+
+    `fit` runs in TensorFlow with the GIL released, so the import and the first
+    draw's font loading (about 0.5 s of Python) overlap it instead of adding to
+    the run. `_pictures` joins the thread first: matplotlib's font cache is
+    shared, so the two never draw at once.
+    """
+    import threading
+
+    if _WARM_UP:
+        return
+
+    def warm():
+        try:
+            import io
+
+            from kerakit.report.plots import figure
+
+            fig = figure(1, 1)
+            fig.add_subplot().set_title("warm-up 0.5")
+            fig.savefig(io.BytesIO(), format="png", dpi=20)
+        except Exception:  # _pictures reports a real problem when it draws itself
+            pass
+
+    thread = threading.Thread(target=warm, name="kerakit-warm-up-pictures", daemon=True)
+    _WARM_UP.append(thread)
+    thread.start()

@@ -1,0 +1,248 @@
+"""One training run: recipe -> data -> model -> fit -> run folder.
+
+    run = kk.train("configs/digits_cnn.yaml", epochs=3)
+    run.metrics            # test metrics
+    run.path               # runs/digits-cnn/20261129-031500/
+    run.plot_history()
+
+`train` wires the concept modules together; `check`, `evaluate` and
+`predict` are the other verbs of the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kerakit._files import write_text
+from kerakit.data import load_data, to_numpy
+from kerakit.errors import DataError, TrainingDiverged
+from kerakit.models.transfer import format_stage_report, stage_report
+from kerakit.recipe import Recipe, load_recipe
+from kerakit.recipe.reader import dump_yaml
+from kerakit.training.build import (
+    build_compiled,
+    check_data_fits,
+    make_strategy_for,
+    needs_data_for_build,
+    resolved_recipe,
+    set_seeds,
+)
+from kerakit.training.distribute import describe_strategy, is_chief, remove_worker_dir, worker_dir
+from kerakit.training.fit import finish, fit
+from kerakit.training.runfolder import (
+    CLASSES_FILE,
+    ENV_FILE,
+    NORMALIZATION_FILE,
+    RECIPE_FILE,
+    RUN_FILE,
+    environment,
+    kept_recipe,
+    read_json,
+    run_folder,
+    write_run_json,
+)
+
+# --------------------------------------------------------------------------- the Run object
+
+
+class Run:
+    """The result of `train`: the model, its history, test metrics and run folder.
+
+    Attributes:
+        path: the run folder.
+        recipe: the resolved recipe (every default and automatic choice filled in).
+        model: the trained `keras.Model`.
+        history: {metric: [value per epoch]} over the whole run (resumed epochs included).
+        metrics: test metrics ({} when there is no test split).
+        class_names: the class names, or None.
+    """
+
+    def __init__(self, path, recipe, model, history, metrics, class_names, data=None):
+        self.path = Path(path)
+        self.recipe = recipe
+        self.model = model
+        self.history = history
+        self.metrics = metrics
+        self.class_names = class_names
+        self.data = data
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in self.metrics.items() if isinstance(v, float))
+        return f"<Run {self.path} {shown}>"
+
+    # The pictures (kerakit.report.plots); each returns a matplotlib Figure.
+    def plot_history(self):
+        from kerakit.report.plots import plot_history
+
+        return plot_history(self.history)
+
+    def _test_predictions(self):
+        if getattr(self, "_preds", None) is None:
+            if self.data is None or self.data.test is None:
+                raise DataError("this run has no test split to plot; set data.test_split")
+            x, y = to_numpy(self.data.test)
+            probs = self.model.predict(x, verbose=0)
+            self._preds = (x, y, probs)
+        return self._preds
+
+    def plot_confusion(self, normalize: bool = False):
+        from kerakit.report.plots import plot_confusion
+
+        _, y, probs = self._test_predictions()
+        return plot_confusion(y, probs, class_names=self.class_names, normalize=normalize)
+
+    def show_errors(self, n: int = 16):
+        from kerakit.report.plots import show_errors
+
+        x, y, probs = self._test_predictions()
+        if isinstance(x, Mapping):
+            raise DataError(
+                f"show_errors shows the inputs as images; this model takes several ({', '.join(x)}). "
+                "Use plot_confusion, or kerakit.report.plots.show_errors on one input"
+            )
+        return show_errors(x, y, probs, class_names=self.class_names, n=n)
+
+    def predict(self, x, **kwargs):
+        return self.model.predict(x, verbose=0, **kwargs)
+
+
+
+# --------------------------------------------------------------------------- check
+
+
+def check(recipe: Recipe | str | Mapping, *, overrides=None, print_fn=print) -> Any:
+    """Validate a recipe, build and compile its model, and print what would run (no training).
+
+    Returns the compiled model.
+    """
+    recipe = load_recipe(recipe, overrides=overrides)
+
+    bundle = None
+    if recipe["data"]["source"] != "arrays" and needs_data_for_build(recipe):
+        bundle = load_data(
+            recipe["data"],
+            base_dir=recipe.base_dir,
+            seed=recipe["seed"],
+            where=recipe.where.at("data"),
+        )
+    model, section, policy, notes = build_compiled(recipe, bundle)
+    model.summary(print_fn=lambda line, *a, **k: print_fn(line))
+    params = model.count_params()
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    print_fn(f"parameters: {params:,} ({trainable:,} trainable)")
+    for note in notes:
+        print_fn(note)
+    print_fn("distribute: " + describe_strategy(recipe["train"], where=recipe.where.at("train")))
+    if "transfer" in recipe["model"]:
+        print_fn(
+            format_stage_report(stage_report(model, recipe["model"]["transfer"].get("fine_tune")))
+        )
+    print_fn(f"recipe OK: {recipe.file or recipe.name}")
+    return model
+
+
+
+
+# --------------------------------------------------------------------------- train
+
+def train(
+    recipe: Recipe | str | os.PathLike | Mapping,
+    *,
+    x: Any = None,
+    y: Any = None,
+    validation_data: Any = None,
+    epochs: int | None = None,
+    overrides=None,
+    resume: str | os.PathLike | None = None,
+    new: bool = False,
+    verbose: int | str | None = None,
+    command: list[str] | None = None,
+    callbacks: list | None = None,
+    print_fn=print,
+) -> Run:
+    """Train a recipe end to end and leave a complete run folder.
+
+    Args:
+        recipe: a recipe file, a mapping of plain values, or a `Recipe`.
+        x, y: arrays (or dicts of arrays by input/output name) to train on
+            instead of the recipe's data source; `validation_data` likewise.
+        epochs: override ``train.epochs``.
+        overrides: more ``KEY=VALUE`` overrides, as ``--set`` takes.
+        resume: a run folder to resume; by default the newest interrupted run
+            of the same recipe is resumed, unless `new` is true.
+        verbose: Keras's fit verbosity (default: the recipe's, "auto").
+        callbacks: more Keras callback objects, run after the recipe's own.
+
+    Returns:
+        A `Run` with the model, the history, the test metrics and the folder.
+
+    Example:
+        >>> run = train("configs/digits_cnn.yaml", epochs=3)
+        >>> run.metrics["accuracy"]
+    """
+    overrides = list(overrides or []) if not isinstance(overrides, Mapping) else overrides
+    if epochs is not None:
+        if isinstance(overrides, Mapping):
+            overrides = {**overrides, "train.epochs": epochs}
+        else:
+            overrides.append(f"train.epochs={int(epochs)}")
+    # With x/y, load_data switches the source to "arrays" (keeping the shared keys), and
+    # the resolved recipe records that (bundle.spec) instead of the recipe's own source.
+    recipe = load_recipe(recipe, overrides=overrides or None)
+
+    strategy = make_strategy_for(recipe)  # before any other TF op: multi-worker collectives need it first
+    set_seeds(recipe)
+    bundle = load_data(recipe["data"], base_dir=recipe.base_dir, seed=recipe["seed"],
+                       where=recipe.where.at("data"), x=x, y=y, validation_data=validation_data)  # fmt: skip
+    with strategy.scope():
+        model, compile_section, policy, notes = build_compiled(recipe, bundle, strategy=strategy)
+    for note in notes + [f"distribute: {describe_strategy(strategy)}"]:
+        print_fn(note)
+    resolved = resolved_recipe(recipe, compile_section, policy)
+    if bundle.spec:
+        resolved = resolved.replace("data", bundle.spec)  # every "auto" of the data made concrete
+    check_data_fits(resolved, model, bundle)  # before any run folder is made
+    chief = is_chief(strategy)
+    path, resuming = run_folder(resolved, resume=resume, new=new, print_fn=print_fn, create=chief)
+    path = worker_dir(path, strategy)  # other workers write to a temporary folder (TF's guide)
+    try:
+        return _train_in(resolved, model, bundle, path, resuming, strategy, policy, command, verbose, print_fn,
+                         list(callbacks or []))  # fmt: skip
+    finally:
+        if not chief:
+            remove_worker_dir(path, strategy)
+
+
+def _train_in(
+    resolved, model, bundle, path, resuming, strategy, policy, command, verbose, print_fn, extra
+) -> Run:
+    info = read_json(path / RUN_FILE) if resuming else {}
+    info.update(status="running", fingerprint=resolved.fingerprint(), name=resolved.name,
+                started=info.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S"))  # fmt: skip
+    write_run_json(path / RUN_FILE, info)
+    write_text(path / RECIPE_FILE, dump_yaml(kept_recipe(resolved)))
+    write_run_json(path / ENV_FILE, environment(resolved, command, policy, strategy))
+    if bundle.class_names:
+        write_run_json(path / CLASSES_FILE, list(bundle.class_names))
+    if bundle.stats:
+        write_run_json(path / NORMALIZATION_FILE, bundle.stats)
+
+    try:
+        history = fit(
+            resolved, model, bundle, path, strategy, verbose=verbose, print_fn=print_fn, extra=extra
+        )
+    except BaseException as exc:
+        info["status"] = "diverged" if isinstance(exc, TrainingDiverged) else "interrupted"
+        write_run_json(path / RUN_FILE, info)
+        raise
+    metrics = finish(resolved, model, bundle, path, history, strategy=strategy, print_fn=print_fn)
+    info.update(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    write_run_json(path / RUN_FILE, info)
+    return Run(path, resolved, model, history, metrics, bundle.class_names, data=bundle)
+
