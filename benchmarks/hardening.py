@@ -5,7 +5,7 @@ keys, wrong types, out-of-range values, unknown names, swapped sections,
 truncated YAML, deep nesting, invalid UTF-8, YAML 1.1 traps, duplicate keys,
 tags, alias bombs, empty files, bad ``--set`` flags) and run in-process through
 what ``kerakit check`` runs: ``load_recipe`` (the TensorFlow-free schema stage),
-then, for a sampled share, ``kerakit.run.check`` (Keras builds and compiles the
+then, for a sampled share, ``kerakit.training.run.check`` (Keras builds and compiles the
 model). Each case must pass, or raise a `KerakitError` that says where
 (``FILE:LINE:`` or the ``--set`` flag) and which key; anything else is a raw
 traceback, and so is a case that runs past its time limit.
@@ -35,7 +35,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from kerakit._yaml import dump_yaml, load_yaml  # noqa: E402
+from kerakit.recipe.reader import dump_yaml, load_yaml  # noqa: E402
 from kerakit.errors import KerakitError, RecipeError, format_path  # noqa: E402
 from kerakit.recipe import load_recipe  # noqa: E402
 
@@ -664,7 +664,7 @@ def run_case(case: Case, folder: Path, *, build: bool = True) -> Outcome:
         recipe = load_recipe(str(path), overrides=case.overrides)
         # Whatever passes the schema and builds offline in well under a second goes on to Keras.
         if build and _buildable(recipe.to_dict()):
-            from kerakit.run import check
+            from kerakit.training.run import check
 
             stage, limit = "keras", BUILD_LIMIT_S
             signal.setitimer(signal.ITIMER_REAL, limit)

@@ -130,8 +130,8 @@ def epoch_clock():
 
 @contextlib.contextmanager
 def _clock_in_kerakit(clock):
-    """Appends `clock` to the callbacks kk.train builds (run.py imports make_callbacks per call)."""
-    import kerakit.callbacks as kc
+    """Appends `clock` to the callbacks kk.train builds (training/fit.py calls make_callbacks)."""
+    import kerakit.training.fit as kc
 
     original = kc.make_callbacks
 
@@ -314,11 +314,12 @@ def compare_config(
     import numpy as np
     import tensorflow as tf
 
-    from kerakit._yaml import load_yaml
-    from kerakit.compile import apply_compile
     from kerakit.data import load_data
+    from kerakit.data import to_numpy as _arrays
+    from kerakit.models import apply_compile
     from kerakit.recipe import load_recipe
-    from kerakit.run import _arrays, _build_compiled
+    from kerakit.recipe.reader import load_yaml
+    from kerakit.training.build import build_compiled as _build_compiled
 
     recipe = load_recipe(path)
     bundle = load_data(recipe["data"], base_dir=recipe.base_dir, seed=recipe["seed"])

@@ -61,7 +61,7 @@ def epoch_timer():
 def build(args, policy: str):
     import keras
 
-    from kerakit.transfer import transfer_model
+    from kerakit.models.transfer import transfer_model
 
     keras.utils.set_random_seed(0)  # the same backbone and head under both policies
     keras.mixed_precision.set_global_policy(policy)
@@ -92,7 +92,7 @@ def stage1_cached(args, x, y, policy="float32", val=None):
     import keras
     import tensorflow as tf
 
-    from kerakit.transfer import cache_features, split_for_feature_cache
+    from kerakit.models.transfer import cache_features, split_for_feature_cache
 
     model = build(args, policy)
     features, head = split_for_feature_cache(model)
