@@ -35,9 +35,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from kerakit.recipe.reader import dump_yaml, load_yaml  # noqa: E402
 from kerakit.errors import KerakitError, RecipeError, format_path  # noqa: E402
 from kerakit.recipe import load_recipe  # noqa: E402
+from kerakit.recipe.reader import dump_yaml, load_yaml  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"

@@ -35,16 +35,23 @@ MOVED: dict[str, tuple[str, ...]] = {
     "kerakit.run": ("kerakit.training.run", "kerakit.training.build", "kerakit.training.fit"),
     "kerakit.runfolder": ("kerakit.training.runfolder", "kerakit.report.history", "kerakit._files"),
     "kerakit.checkpoint": (
-        "kerakit.training.backups", "kerakit.training.guards", "kerakit.training.callbacks",
-        "kerakit.recipe.fingerprint", "kerakit._compat",
+        "kerakit.training.backups",
+        "kerakit.training.guards",
+        "kerakit.training.callbacks",
+        "kerakit.recipe.fingerprint",
+        "kerakit._compat",
     ),
     "kerakit.callbacks": ("kerakit.training.callbacks", "kerakit.models.names"),
     "kerakit.distribute": (
-        "kerakit.training.distribute", "kerakit.training.cluster", "kerakit._compat",
+        "kerakit.training.distribute",
+        "kerakit.training.cluster",
+        "kerakit._compat",
     ),
     "kerakit.transfer_run": ("kerakit.training.transfer",),
     "kerakit.transfer": (
-        "kerakit.models.transfer", "kerakit.models.backbones", "kerakit.models.layers",
+        "kerakit.models.transfer",
+        "kerakit.models.backbones",
+        "kerakit.models.layers",
         "kerakit.recipe.transfer",
     ),
 }

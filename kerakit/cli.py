@@ -83,14 +83,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SOURCE",
         help="a data source (as in data.source); default: the run's recipe",
     )
-    e.add_argument(
-        "--unsafe",
-        action="store_true",
-        help="trust the model file (allows code in it; see docs/security.md)",
-    )
-    e.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
-    )
+    _model_file_flags(e)
 
     pr = sub.add_parser("predict", help="predict with a run folder or a model file")
     pr.add_argument("model", metavar="RUN_OR_MODEL")
@@ -99,14 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--output", metavar="FILE", help="write predictions to a .csv or .json file")
     pr.add_argument("--top", type=int, default=3, help="classes to show per input (default 3)")
-    pr.add_argument(
-        "--unsafe",
-        action="store_true",
-        help="trust the model file (allows code in it; see docs/security.md)",
-    )
-    pr.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
-    )
+    _model_file_flags(pr)
 
     ls = sub.add_parser(
         "list",
@@ -114,6 +100,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     ls.add_argument("what", nargs="?", help="a registry (default: list the registries)")
     return p
+
+
+def _model_file_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="trust the model file (allows code in it; see docs/security.md)",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

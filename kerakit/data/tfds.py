@@ -105,4 +105,3 @@ def load_tfds(name: str, spec: dict, base_dir, where: Where) -> tuple:
 
 def _cast_label(x, y):
     return x, tf.cast(y, tf.int32 if y.dtype.is_integer or y.dtype == tf.bool else tf.float32)
-

@@ -28,7 +28,6 @@ class WeightsError(RecipeError, ModelFileError):
     """Backbone weights cannot be had: no network for ImageNet, or a bad weights file."""
 
 
-
 def backbone_info(name: str, where: Where) -> Backbone:
     if not isinstance(name, str) or name.lower() not in BACKBONES:
         raise where.error(
@@ -41,7 +40,6 @@ def backbone_info(name: str, where: Where) -> Backbone:
 def preprocess_fn(name: str):
     module = importlib.import_module(f"keras.applications.{BACKBONES[name].module}")
     return module.preprocess_input
-
 
 
 def build_backbone(
@@ -144,4 +142,3 @@ def _load_weights_file(model: keras.Model, path: str, info: Backbone, where: Whe
         f"{info.name}, e.g. {info.imagenet_file()}",
         cls=WeightsError,
     ) from first
-

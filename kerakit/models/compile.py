@@ -34,7 +34,9 @@ def get_loss(value: Any, where: Where = NOWHERE):
 
 
 def get_metric(value: Any, where: Where = NOWHERE):
-    return resolve_object("metric", keras.metrics, keras.metrics.Metric, value, where, keep_strings=True)
+    return resolve_object(
+        "metric", keras.metrics, keras.metrics.Metric, value, where, keep_strings=True
+    )
 
 
 def _output_layers(model: keras.Model) -> dict[str, keras.layers.Layer]:

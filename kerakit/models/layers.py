@@ -36,4 +36,3 @@ class BackbonePreprocess(keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "backbone": self.backbone}
-

@@ -30,7 +30,6 @@ _REFUSED_LAYERS = {
 }
 
 
-
 def _camel(name: str) -> str:
     return "".join(p[:1].upper() + p[1:] for p in re.split(r"_+", name))
 
@@ -166,7 +165,6 @@ def get_layer_class(name: str, where: Where = NOWHERE) -> type:
         f"unknown layer {name!r}{did_you_mean(name, known)}; use a class of keras.layers "
         "or a layer registered with keras.saving.register_keras_serializable"
     )
-
 
 
 def check_arguments(

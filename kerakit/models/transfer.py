@@ -17,6 +17,7 @@ nothing of classes and the head knows nothing of VGG16; `transfer_model` joins t
 Stage 1 can train the head on cached backbone features (`split_for_feature_cache`,
 `cache_features`): every epoch after the features are computed costs only the head.
 """
+
 from __future__ import annotations
 
 import os

@@ -55,35 +55,39 @@ DEFAULTS: dict[str, Any] = {
     "seed": None,
 }
 
-PRESETS = Registry("augment", "augmentation presets: ops for `augment: NAME`", {
-    "light": {
-        "description": "flip horizontal, rotation 10, shift 0.1",
-        "ops": [{"flip": "horizontal"}, {"rotation": 10}, {"shift": [0.1, 0.1]}],
+PRESETS = Registry(
+    "augment",
+    "augmentation presets: ops for `augment: NAME`",
+    {
+        "light": {
+            "description": "flip horizontal, rotation 10, shift 0.1",
+            "ops": [{"flip": "horizontal"}, {"rotation": 10}, {"shift": [0.1, 0.1]}],
+        },
+        "medium": {
+            "description": "flip horizontal, rotation 20, shift 0.15, zoom 0.15, contrast 0.1",
+            "ops": [
+                {"flip": "horizontal"},
+                {"rotation": 20},
+                {"shift": [0.15, 0.15]},
+                {"zoom": {"range": [0.85, 1.15], "keep_aspect": True}},
+                {"contrast": 0.1},
+            ],
+        },
+        "heavy": {
+            "description": "flip horizontal, rotation 30, shift 0.2, zoom 0.25, shear 10, "
+            "contrast 0.2, brightness 0.2",
+            "ops": [
+                {"flip": "horizontal"},
+                {"rotation": 30},
+                {"shift": [0.2, 0.2]},
+                {"zoom": {"range": [0.75, 1.25], "keep_aspect": True}},
+                {"shear": 10},
+                {"contrast": 0.2},
+                {"brightness": {"range": [-0.2, 0.2], "mode": "add"}},
+            ],
+        },
     },
-    "medium": {
-        "description": "flip horizontal, rotation 20, shift 0.15, zoom 0.15, contrast 0.1",
-        "ops": [
-            {"flip": "horizontal"},
-            {"rotation": 20},
-            {"shift": [0.15, 0.15]},
-            {"zoom": {"range": [0.85, 1.15], "keep_aspect": True}},
-            {"contrast": 0.1},
-        ],
-    },
-    "heavy": {
-        "description": "flip horizontal, rotation 30, shift 0.2, zoom 0.25, shear 10, "
-        "contrast 0.2, brightness 0.2",
-        "ops": [
-            {"flip": "horizontal"},
-            {"rotation": 30},
-            {"shift": [0.2, 0.2]},
-            {"zoom": {"range": [0.75, 1.25], "keep_aspect": True}},
-            {"shear": 10},
-            {"contrast": 0.2},
-            {"brightness": {"range": [-0.2, 0.2], "mode": "add"}},
-        ],
-    },
-})
+)
 
 # ImageDataGenerator keywords that have a faithful equivalent here.
 IDG_KEYS = (

@@ -42,22 +42,26 @@ _STANDARD = [
 ]
 
 # Adding a bundle is one entry.
-BUNDLES = Registry("bundles", "callback bundles: `train.callbacks: NAME`", {
-    "none": {"description": "no callbacks", "callbacks": []},
-    "minimal": {
-        "description": "stop on NaN; history.csv in the run folder",
-        "callbacks": [{"TerminateOnNaN": {}}, {"CSVLogger": {}}],
+BUNDLES = Registry(
+    "bundles",
+    "callback bundles: `train.callbacks: NAME`",
+    {
+        "none": {"description": "no callbacks", "callbacks": []},
+        "minimal": {
+            "description": "stop on NaN; history.csv in the run folder",
+            "callbacks": [{"TerminateOnNaN": {}}, {"CSVLogger": {}}],
+        },
+        "standard": {
+            "description": "early stopping (best weights kept), best model saved to best.keras, "
+            "learning rate cut on plateaus, history.csv, stop on NaN, crash-safe resume",
+            "callbacks": _STANDARD,
+        },
+        "full": {
+            "description": "standard plus TensorBoard logs in the run folder (needs the tensorboard package)",
+            "callbacks": [*_STANDARD, {"TensorBoard": {}}],
+        },
     },
-    "standard": {
-        "description": "early stopping (best weights kept), best model saved to best.keras, "
-        "learning rate cut on plateaus, history.csv, stop on NaN, crash-safe resume",
-        "callbacks": _STANDARD,
-    },
-    "full": {
-        "description": "standard plus TensorBoard logs in the run folder (needs the tensorboard package)",
-        "callbacks": [*_STANDARD, {"TensorBoard": {}}],
-    },
-})
+)
 DEFAULT_BUNDLE = "standard"
 
 # Arguments that take a save/update frequency: "epoch" or a positive count.

@@ -21,48 +21,52 @@ COMPILE_KEYS = [
     "preset", "optimizer", "loss", "metrics", "loss_weights", "steps_per_execution", "jit_compile",
 ]  # fmt: skip
 
-PRESETS = Registry("presets", "compile presets: the optimizer, loss and metrics for a kind of task", {
-    "multiclass": {
-        "description": "one of N classes, integer labels; softmax output of N units",
-        "optimizer": "adam",
-        "loss": "sparse_categorical_crossentropy",
-        "metrics": ["accuracy"],
-        "label_mode": "int",
-        "activation": "softmax",
+PRESETS = Registry(
+    "presets",
+    "compile presets: the optimizer, loss and metrics for a kind of task",
+    {
+        "multiclass": {
+            "description": "one of N classes, integer labels; softmax output of N units",
+            "optimizer": "adam",
+            "loss": "sparse_categorical_crossentropy",
+            "metrics": ["accuracy"],
+            "label_mode": "int",
+            "activation": "softmax",
+        },
+        "multiclass_onehot": {
+            "description": "one of N classes, one-hot labels; softmax output of N units",
+            "optimizer": "adam",
+            "loss": "categorical_crossentropy",
+            "metrics": ["accuracy"],
+            "label_mode": "onehot",
+            "activation": "softmax",
+        },
+        "binary": {
+            "description": "yes/no, labels 0/1; one sigmoid unit",
+            "optimizer": "adam",
+            "loss": "binary_crossentropy",
+            "metrics": ["accuracy", "precision", "recall", "auc"],
+            "label_mode": "int",
+            "activation": "sigmoid",
+        },
+        "multilabel": {
+            "description": "any of N labels, multi-hot labels; N sigmoid units",
+            "optimizer": "adam",
+            "loss": "binary_crossentropy",
+            "metrics": ["binary_accuracy", {"AUC": {"multi_label": True, "name": "auc"}}],
+            "label_mode": "multihot",
+            "activation": "sigmoid",
+        },
+        "regression": {
+            "description": "real-valued targets; linear output",
+            "optimizer": "adam",
+            "loss": "mse",
+            "metrics": ["mae"],
+            "label_mode": "float",
+            "activation": "linear",
+        },
     },
-    "multiclass_onehot": {
-        "description": "one of N classes, one-hot labels; softmax output of N units",
-        "optimizer": "adam",
-        "loss": "categorical_crossentropy",
-        "metrics": ["accuracy"],
-        "label_mode": "onehot",
-        "activation": "softmax",
-    },
-    "binary": {
-        "description": "yes/no, labels 0/1; one sigmoid unit",
-        "optimizer": "adam",
-        "loss": "binary_crossentropy",
-        "metrics": ["accuracy", "precision", "recall", "auc"],
-        "label_mode": "int",
-        "activation": "sigmoid",
-    },
-    "multilabel": {
-        "description": "any of N labels, multi-hot labels; N sigmoid units",
-        "optimizer": "adam",
-        "loss": "binary_crossentropy",
-        "metrics": ["binary_accuracy", {"AUC": {"multi_label": True, "name": "auc"}}],
-        "label_mode": "multihot",
-        "activation": "sigmoid",
-    },
-    "regression": {
-        "description": "real-valued targets; linear output",
-        "optimizer": "adam",
-        "loss": "mse",
-        "metrics": ["mae"],
-        "label_mode": "float",
-        "activation": "linear",
-    },
-})
+)
 
 
 def infer_preset_name(activation: str | None, units: int | None) -> tuple[str, str]:
@@ -147,16 +151,10 @@ def resolve_compile_section(section: Any, where: Where) -> dict:
                 "expected a mapping of output name to weight, or a list"
             )
         out["loss_weights"] = copy.deepcopy(lw)
-    spe = section.get("steps_per_execution", "auto")
-    if spe != "auto":
-        S.check_number(
-            spe,
-            where.at("steps_per_execution"),
-            integer=True,
-            minimum=1,
-            what="'auto' or a positive integer",
-        )
-    out["steps_per_execution"] = spe
+    out["steps_per_execution"] = S.check_auto_or_number(
+        section.get("steps_per_execution", "auto"), where.at("steps_per_execution"),
+        "'auto' or a positive integer", integer=True, minimum=1,
+    )  # fmt: skip
     jit = section.get("jit_compile", "auto")
     if jit != "auto":
         S.check_bool(jit, where.at("jit_compile"))
@@ -189,8 +187,6 @@ def _check_loss_or_metrics(value: Any, where: Where, what: str, *, many: bool) -
     if isinstance(value, list) and not many:
         return [_check_named(x, where.at(i), what) for i, x in enumerate(value)]
     return one(value, where)
-
-
 
 
 def pipeline_label_mode(preset: str) -> str:

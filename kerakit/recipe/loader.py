@@ -267,5 +267,3 @@ def resolve(raw: Any, where: Where, *, default_name: str = "recipe") -> dict:
     out["train"] = resolve_train(raw.get("train") or {}, where.at("train"))
     out["output"] = resolve_output(raw.get("output") or {}, where.at("output"))
     return out
-
-

@@ -217,4 +217,3 @@ def _ancestors(outputs: list, nodes: dict) -> set:
         seen.add(n)
         todo.extend(nodes.get(n, {}).get("in", []))
     return seen
-

@@ -119,6 +119,13 @@ def check_number(
     return value
 
 
+def check_auto_or_number(value: Any, where: Where, what: str, **bounds) -> Any:
+    """ "auto", or a number within `bounds` (as `check_number` takes them)."""
+    if value != "auto":
+        check_number(value, where, what=what, **bounds)
+    return value
+
+
 def _fits_float(value: int) -> bool:
     try:
         float(value)

@@ -41,17 +41,10 @@ def resolve_train(section: Any, where: Where) -> dict:
     out["precision"] = S.check_choice(
         section.get("precision", "auto"), PRECISION, where.at("precision"), "precision"
     )
-    verbose = section.get("verbose", "auto")
-    if verbose != "auto":
-        S.check_number(
-            verbose,
-            where.at("verbose"),
-            integer=True,
-            minimum=0,
-            maximum=2,
-            what="'auto', 0, 1 or 2",
-        )
-    out["verbose"] = verbose
+    out["verbose"] = S.check_auto_or_number(
+        section.get("verbose", "auto"), where.at("verbose"), "'auto', 0, 1 or 2",
+        integer=True, minimum=0, maximum=2,
+    )  # fmt: skip
     if section.get("class_weight") is not None:
         cw = section["class_weight"]
         if cw != "balanced":
@@ -62,4 +55,3 @@ def resolve_train(section: Any, where: Where) -> dict:
                 S.check_number(v, where.at("class_weight", k), minimum=0)
         out["class_weight"] = copy.deepcopy(cw)
     return out
-

@@ -219,5 +219,3 @@ def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     out = np.zeros_like(a, dtype=np.float64)
     np.divide(a, b, out=out, where=b > 0)
     return out
-
-

@@ -171,4 +171,3 @@ def _fmt(value: Any) -> str:
     if value == int(value) and abs(value) < 1e12:
         return str(int(value))
     return f"{value:.4g}"
-

@@ -1,6 +1,6 @@
 """`save_model`: a model saved atomically in every asked format (.keras first).
 
-    paths = kk.save_model(model, "runs/digits/1", formats=["keras", "h5", "savedmodel"])
+paths = kk.save_model(model, "runs/digits/1", formats=["keras", "h5", "savedmodel"])
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from kerakit.errors import NOWHERE, Where, did_you_mean
 # `.keras` first, because a legacy `.h5` save rewrites the model's compile config
 # in Keras 3.15 (a `.keras` saved after it reloads with a fresh RMSprop).
 FORMATS = {"keras": "model.keras", "h5": "model.h5", "savedmodel": "savedmodel"}
-
 
 
 def save_model(

@@ -51,7 +51,6 @@ _WEIGHT_SUFFIXES = (".npz", ".weights.h5")  # .weights.h5: backups of earlier ke
 _TRACKED_STATE = ("best", "wait", "best_epoch", "stopped_epoch", "cooldown_counter")
 
 
-
 def weights_finite(model: Any) -> bool:
     """True when every weight of `model` is finite (no NaN, no inf)."""
     return all(np.isfinite(np.asarray(w)).all() for w in model.weights)
@@ -333,7 +332,9 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
                     np.savez(f, **{f"v{i}": _plain_array(v) for i, v in enumerate(values)})
             meta["size"] = weights.stat().st_size
             meta["sha256"] = sha256_file(weights)
-            write_json(self.backup_dir / f"{name}.json", meta, sort_keys=True)  # last: it vouches for the weights
+            write_json(
+                self.backup_dir / f"{name}.json", meta, sort_keys=True
+            )  # last: it vouches for the weights
             self._prune()
         except BaseException as e:  # raised in the training thread by wait()
             self._error = e
@@ -373,4 +374,3 @@ def _plain(value: Any) -> Any:
         return float(value)
     except (TypeError, ValueError):
         return None
-

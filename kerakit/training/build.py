@@ -60,7 +60,6 @@ def build_compiled(recipe: Recipe, bundle, *, strategy=None):
     """Build and compile the recipe's model; returns (model, resolved compile section, notes)."""
     import keras
 
-
     policy, why = precision_policy(recipe)
     previous = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(policy)
@@ -109,7 +108,6 @@ def resolved_recipe(recipe: Recipe, compile_section: dict, policy: str) -> Recip
     return resolved.replace("train", train)
 
 
-
 def needs_data_for_build(recipe: Recipe) -> bool:
     model = recipe["model"]
     if "sequential" in model:
@@ -117,7 +115,6 @@ def needs_data_for_build(recipe: Recipe) -> bool:
     if "transfer" in model:
         return not (model["transfer"].get("head") or {}).get("classes")
     return False
-
 
 
 def check_data_fits(recipe: Recipe, model, bundle) -> None:

@@ -27,7 +27,6 @@ _SET_TF_CONFIG = (
 )
 
 
-
 def read_tf_config(*, where: Where = NOWHERE) -> dict:
     """The `TF_CONFIG` environment variable, parsed and checked for `multi_worker`.
 
@@ -244,5 +243,3 @@ def _split_host_port(text: str, default_port: int) -> tuple[str, int]:
     if sep and port.isdigit():
         return host.strip("[]"), int(port)
     return text.strip("[]"), default_port
-
-

@@ -107,8 +107,6 @@ def make_strategy(train: Mapping, *, where: Where = NOWHERE):
     )
 
 
-
-
 # --------------------------------------------------------------------------- describing
 
 

@@ -59,7 +59,6 @@ def _monitor_names(model, ds) -> set[str]:
     return set(model.evaluate(ds.take(1), verbose=0, return_dict=True))
 
 
-
 def _class_weight(recipe: Recipe, bundle) -> dict | None:
     cw = recipe["train"].get("class_weight")
     if cw is None:

@@ -112,7 +112,6 @@ class Run:
         return self.model.predict(x, verbose=0, **kwargs)
 
 
-
 # --------------------------------------------------------------------------- check
 
 
@@ -147,9 +146,8 @@ def check(recipe: Recipe | str | Mapping, *, overrides=None, print_fn=print) -> 
     return model
 
 
-
-
 # --------------------------------------------------------------------------- train
+
 
 def train(
     recipe: Recipe | str | os.PathLike | Mapping,
@@ -196,7 +194,9 @@ def train(
     # the resolved recipe records that (bundle.spec) instead of the recipe's own source.
     recipe = load_recipe(recipe, overrides=overrides or None)
 
-    strategy = make_strategy_for(recipe)  # before any other TF op: multi-worker collectives need it first
+    strategy = make_strategy_for(
+        recipe
+    )  # before any other TF op: multi-worker collectives need it first
     set_seeds(recipe)
     bundle = load_data(recipe["data"], base_dir=recipe.base_dir, seed=recipe["seed"],
                        where=recipe.where.at("data"), x=x, y=y, validation_data=validation_data)  # fmt: skip
@@ -245,4 +245,3 @@ def _train_in(
     info.update(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
     write_run_json(path / RUN_FILE, info)
     return Run(path, resolved, model, history, metrics, bundle.class_names, data=bundle)
-

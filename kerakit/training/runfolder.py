@@ -93,7 +93,9 @@ def run_folder(recipe: Recipe, *, resume: str | os.PathLike | None = None, new: 
                 f"{path} is not a kerakit run folder (no {RUN_FILE}); pass the folder `kerakit train` printed"
             )
         if info.get("fingerprint") != recipe.fingerprint():
-            raise refuse_resume(str(path), changed_sections(_stored_recipe(path), kept_recipe(recipe)))
+            raise refuse_resume(
+                str(path), changed_sections(_stored_recipe(path), kept_recipe(recipe))
+            )
         return path, True
     if not new and base.is_dir():
         for path in sorted(base.iterdir(), reverse=True):
