@@ -240,7 +240,7 @@ def _dispatch(args, argv) -> int:
 def _list(what: str | None) -> int:
     """`kerakit list`: the registries; `kerakit list KIND`: each entry and its one line."""
     from kerakit.errors import did_you_mean
-    from kerakit.recipe.registry import registries
+    from kerakit.recipe import registries
 
     tables = registries()
     if what is None:

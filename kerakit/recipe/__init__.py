@@ -27,11 +27,21 @@ from kerakit.recipe.model import (
     resolve_sequential,
 )
 from kerakit.recipe.output import FORMATS, resolve_output
+from kerakit.recipe.registry import REGISTRIES, Registry
 from kerakit.recipe.train import DISTRIBUTE, PRECISION, TRAIN_KEYS, resolve_train
 
 __all__ = [
     "COMPILE_KEYS", "DISTRIBUTE", "FORMATS", "MODEL_KINDS", "PRECISION", "TOP_KEYS", "TRAIN_KEYS",
     "Recipe", "apply_overrides", "layer_entry", "load_recipe", "parse_key_path", "resolve",
     "resolve_compile_section", "resolve_functional", "resolve_model", "resolve_output",
-    "resolve_sequential", "resolve_train",
+    "resolve_sequential", "resolve_train", "Registry", "registries",
 ]  # fmt: skip
+
+
+def registries() -> dict[str, Registry]:
+    """Every registry by kind: compile presets, augmentation presets, backbones, callback bundles.
+
+    Each lives beside the recipe section that names its entries; importing this
+    package made them all.
+    """
+    return dict(REGISTRIES)

@@ -3,7 +3,7 @@
 Four exist, each beside the recipe section that names its entries:
 compile presets (`recipe/compile.py`), callback bundles (`recipe/callbacks.py`),
 augmentation presets (`recipe/augment.py`) and backbones (`recipe/transfer.py`).
-They share one shape and one lister, which `kerakit list` prints.
+They share one shape; `kerakit.recipe.registries()` lists them all (`kerakit list`).
 
     PRESETS = Registry("presets", "compile presets: optimizer, loss and metrics for a task")
     PRESETS.register("regression", {"description": "real-valued targets", ...})
@@ -62,10 +62,3 @@ def description(entry: Any) -> str:
     if isinstance(entry, dict):
         return str(entry.get("description") or "")
     return str(getattr(entry, "description", "") or "")
-
-
-def registries() -> dict[str, Registry]:
-    """Every registry by kind (the recipe package makes them all when it is imported)."""
-    import kerakit.recipe  # noqa: F401  (its sections define the registries)
-
-    return dict(REGISTRIES)

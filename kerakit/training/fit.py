@@ -190,7 +190,7 @@ def _warm_up_pictures() -> None:
         try:
             import io
 
-            from kerakit.report.plots import figure
+            from kerakit.report.figures import figure
 
             fig = figure(1, 1)
             fig.add_subplot().set_title("warm-up 0.5")
