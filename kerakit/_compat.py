@@ -1,10 +1,12 @@
 """Every workaround of a Keras or TensorFlow bug, in one place.
 
-Each entry says what goes wrong upstream, where it was seen (the versions),
-the upstream issue where one exists, and which test in `tests/test_compat.py`
-shows the bug itself: that test fails once upstream fixes it, which is the
-signal to drop the workaround and move the `keras>=` floor. Keep new
-workarounds here, never inline in the module that needs them.
+`WORKAROUNDS` lists each one: what goes wrong upstream, the versions it was
+seen in, the upstream issue where one exists, where kerakit works around it,
+and the test in `tests/test_compat.py` that shows the bug itself. That test
+fails once upstream fixes the bug: the signal to drop the workaround and move
+the `keras>=` floor. The small workarounds are the functions below; the ones
+that are a feature of their own (crash-safe backups, atomic saves) live in
+their module and are listed here. Add a new workaround here, never inline.
 """
 
 from __future__ import annotations
@@ -12,8 +14,104 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import json
+import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
+
+SEEN_IN = "keras 3.15.1, tensorflow 2.21.0"
+
+
+@dataclass(frozen=True)
+class Workaround:
+    """One Keras/TF bug kerakit works around."""
+
+    bug: str  # what goes wrong upstream
+    upstream: str  # the issue or PR, or "none found"
+    where: str  # the kerakit function or class that works around it
+    sentinel: str  # the test in tests/test_compat.py that shows the bug (fails once fixed)
+    seen_in: str = SEEN_IN
+
+
+WORKAROUNDS: dict[str, Workaround] = {
+    "skipset_cache": Workaround(
+        "saving_lib.get_attr_skipset reads its cache under 'saving_attr_skiplist_*' and writes "
+        "'saving_attr_skipset_*': every save rebuilds throwaway objects (~7 ms)",
+        "none found", "kerakit._compat.cache_keras_skipsets",
+        "test_the_saving_skipset_cache_still_misses",
+    ),
+    "h5_strips_optimizer": Workaround(
+        "a legacy .h5 save pops 'optimizer' out of the live model's compile config, so a .keras "
+        "saved after it reloads with RMSprop and no state",
+        "keras PR #23475 (merged, unreleased)", "kerakit._compat.keep_compile_config",
+        "test_h5_save_still_strips_the_optimizer",
+    ),
+    "h5_loss_alias": Workaround(
+        "load_model of a legacy .h5 compiled with loss='mse' fails: 'not a KerasSaveable subclass'",
+        "none exact (keras#19330)", "kerakit._compat.compile_legacy_h5",
+        "test_legacy_h5_with_a_loss_alias_still_fails_to_load_compiled",
+    ),
+    "torn_keras_not_found": Workaround(
+        "a truncated .keras file is reported as 'File not found'",
+        "related keras#20259, keras#20146", "kerakit.saving.load._keras_error",
+        "test_a_torn_keras_file_is_still_reported_as_not_found",
+    ),
+    "save_in_place": Workaround(
+        "model.save and ModelCheckpoint write over the target: a save that dies part-way "
+        "destroys the previous good file",
+        "none found", "kerakit._files.atomic_path, kerakit.training.callbacks.SafeModelCheckpoint",
+        "test_a_failed_save_still_destroys_the_previous_file",
+    ),
+    "backup_in_place": Workaround(
+        "BackupAndRestore writes its backup in place: a save that dies part-way leaves nothing "
+        "to restore (double_checkpoint does not help)",
+        "keras#20463", "kerakit.training.backups.SafeBackupAndRestore",
+        "test_backup_and_restore_still_writes_in_place",
+    ),
+    "nan_deletes_backup": Workaround(
+        "after TerminateOnNaN, BackupAndRestore deletes the last good backup",
+        "keras#21771 (PR #21841: opt-in raise_error)", "kerakit.training.guards.DivergenceWatch",
+        "test_a_nan_stop_still_deletes_the_backup",
+    ),
+    "resume_forgets_best": Workaround(
+        "a resumed run's ModelCheckpoint/EarlyStopping start from best=None and overwrite the "
+        "best model with a worse one",
+        "keras#17012", "kerakit.training.backups.SafeBackupAndRestore (track)",
+        "test_a_resume_still_forgets_the_best_value",
+    ),
+    "multi_worker_reduce": Workaround(
+        "fit under MultiWorkerMirroredStrategy calls reduce() in ways TensorFlow rejects",
+        "keras#20585, tensorflow#72388", "kerakit._compat.multi_worker_strategy_class",
+        "test_multi_worker_reduce_still_rejects_what_fit_asks",
+    ),
+    "steps_per_execution_replicas": Workaround(
+        "fit with steps_per_execution > 1 fails on more than one replica",
+        "keras#19246", "kerakit._compat.max_steps_per_execution",
+        "test_steps_per_execution_still_breaks_several_replicas",
+    ),
+    "nan_arguments": Workaround(
+        "optimizers and callbacks accept NaN hyper-parameters (Adam(learning_rate=nan))",
+        "none found", "kerakit.models.names.instantiate",
+        "test_keras_still_accepts_nan_hyperparameters",
+    ),
+    "save_freq_values": Workaround(
+        "ModelCheckpoint and BackupAndRestore accept save_freq False, 0 and -1",
+        "none found", "kerakit.recipe.callbacks.check_save_freq",
+        "test_keras_still_accepts_meaningless_save_freq",
+    ),
+    "get_file_timeout": Workaround(
+        "keras.utils.get_file (ImageNet weights) has no timeout: a stalled download hangs",
+        "none found", "kerakit.models.backbones (a probe first; socket.setdefaulttimeout)",
+        "test_get_file_still_has_no_timeout",
+    ),
+    "warp_static_shape": Workaround(
+        "ImageProjectiveTransformV3 loses the static image shape inside a tf.function",
+        "none found", "kerakit.augment.warp.augment_batch (set_shape)",
+        "test_the_warp_op_still_loses_the_static_shape",
+    ),
+}
+
 
 # --------------------------------------------------------------------------- saving
 
@@ -51,7 +149,8 @@ def keep_compile_config(model: Any) -> Iterator[None]:
     Seen in Keras 3.15.1: the legacy HDF5 saver pops "optimizer" out of
     `model._compile_config.config` in place, so a `.keras` saved after it
     reloads with a fresh RMSprop instead of the model's optimizer and state.
-    Upstream: none found. Test: test_compat.py::test_h5_save_still_strips_the_optimizer.
+    Upstream: fixed by keras PR #23475 (merged 2026-08; not in 3.15.1, the newest
+    release). Test: test_compat.py::test_h5_save_still_strips_the_optimizer.
     """
     compile_config = getattr(model, "_compile_config", None)
     kept = copy.copy(getattr(compile_config, "config", None))
@@ -60,6 +159,43 @@ def keep_compile_config(model: Any) -> Iterator[None]:
     finally:
         if compile_config is not None and kept is not None:
             compile_config.config = kept
+
+
+def compile_legacy_h5(model: Any, path: str | os.PathLike) -> None:
+    """Compile a model loaded uncompiled from a legacy `.h5` from the file's training config.
+
+    Seen in Keras 3.15.1: `load_model` of a legacy `.h5` compiled with a loss
+    alias such as ``loss="mse"`` fails ("Could not deserialize 'keras.metrics.mse'
+    because it is not a KerasSaveable subclass"), with or without safe mode. This
+    compiles by name, the way the file's maker wrote it, and brings the
+    optimizer's state back (iterations, moments) as Keras would. Upstream: no
+    exact issue (keras#19330 is the same path with 'mae', closed as stale).
+    Test: test_compat.py::test_legacy_h5_with_a_loss_alias_still_fails_to_load_compiled.
+    """
+    import h5py
+    import keras
+
+    with h5py.File(path, "r") as f:
+        raw = f.attrs.get("training_config")
+    if raw is None:
+        return
+    config = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    optimizer = config.get("optimizer_config")
+    model.compile(
+        optimizer=keras.optimizers.get(optimizer) if optimizer else "rmsprop",
+        loss=config.get("loss"),
+        metrics=config.get("metrics"),
+        loss_weights=config.get("loss_weights"),
+        weighted_metrics=config.get("weighted_metrics"),
+    )
+    # Bring back the optimizer's state too (iterations, moments), as Keras would.
+    from keras.src.legacy.saving import legacy_h5_format
+
+    with h5py.File(path, "r") as f:
+        if "optimizer_weights" in f:
+            model.optimizer.build(model.trainable_variables)
+            values = legacy_h5_format.load_optimizer_weights_from_hdf5_group(f)
+            model.optimizer.set_weights(values)
 
 
 # --------------------------------------------------------------------------- distribution

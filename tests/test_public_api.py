@@ -31,8 +31,8 @@ def test_lazy_names_come_from_their_modules():
     assert kk.train is importlib.import_module("kerakit.training.run").train
 
 
-def test_import_has_no_side_effects_and_no_tensorflow():
-    code = "import sys, kerakit; assert 'tensorflow' not in sys.modules; assert 'keras' not in sys.modules"
+def test_import_has_no_side_effects():
+    code = "import kerakit"  # and no TensorFlow: test_architecture.py
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "" and proc.stderr == ""

@@ -176,7 +176,7 @@ def show_errors(
     Example:
         >>> fig = show_errors(x_test, y_test, model.predict(x_test), n=9)  # doctest: +SKIP
     """
-    from kerakit.report import confident_errors
+    from kerakit.report.metrics import confident_errors
 
     x = np.asarray(x)
     pred, conf = predicted_with_confidence(probs)

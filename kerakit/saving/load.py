@@ -10,11 +10,11 @@ never turned off unless asked for that one call with ``trusted=True``.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
+from kerakit._compat import compile_legacy_h5
 from kerakit.errors import ModelFileError
 from kerakit.saving import safety
 from kerakit.saving.save import FORMATS
@@ -136,48 +136,20 @@ def _load_h5(path: Path, trusted: bool, compile: bool, custom_objects: dict | No
         if not compile:
             raise _keras_error(path, e) from None
         first = e
-    # Keras 3.15 cannot rebuild the losses/metrics of many legacy files (loss="mse"
-    # fails with "not a KerasSaveable subclass"): load uncompiled, then compile from
-    # the stored training config by name, the way the file's maker wrote it.
+    # Keras 3.15 cannot rebuild the losses/metrics of many legacy files (loss="mse"):
+    # load uncompiled, then compile from the stored training config (kerakit._compat).
     try:
         model = load(False)
     except Exception as e:
         raise _keras_error(path, e) from None
     try:
-        _compile_from_h5(model, path)
+        compile_legacy_h5(model, path)
     except Exception as e:
         raise ModelFileError(
             f"{path}: the model loads but its training setup does not ({first}; then {e}); "
             "use load_model(path, compile=False) and compile it yourself"
         ) from None
     return model
-
-
-def _compile_from_h5(model: Any, path: Path) -> None:
-    import h5py
-    import keras
-
-    with h5py.File(path, "r") as f:
-        raw = f.attrs.get("training_config")
-    if raw is None:
-        return
-    config = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
-    optimizer = config.get("optimizer_config")
-    model.compile(
-        optimizer=keras.optimizers.get(optimizer) if optimizer else "rmsprop",
-        loss=config.get("loss"),
-        metrics=config.get("metrics"),
-        loss_weights=config.get("loss_weights"),
-        weighted_metrics=config.get("weighted_metrics"),
-    )
-    # Bring back the optimizer's state too (iterations, moments), as Keras would.
-    from keras.src.legacy.saving import legacy_h5_format
-
-    with h5py.File(path, "r") as f:
-        if "optimizer_weights" in f:
-            model.optimizer.build(model.trainable_variables)
-            values = legacy_h5_format.load_optimizer_weights_from_hdf5_group(f)
-            model.optimizer.set_weights(values)
 
 
 def _load_saved_model(path: Path, trusted: bool) -> Any:
