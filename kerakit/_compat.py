@@ -38,76 +38,90 @@ WORKAROUNDS: dict[str, Workaround] = {
     "skipset_cache": Workaround(
         "saving_lib.get_attr_skipset reads its cache under 'saving_attr_skiplist_*' and writes "
         "'saving_attr_skipset_*': every save rebuilds throwaway objects (~7 ms)",
-        "none found", "kerakit._compat.cache_keras_skipsets",
+        "none found",
+        "kerakit._compat.cache_keras_skipsets",
         "test_the_saving_skipset_cache_still_misses",
     ),
     "h5_strips_optimizer": Workaround(
         "a legacy .h5 save pops 'optimizer' out of the live model's compile config, so a .keras "
         "saved after it reloads with RMSprop and no state",
-        "keras PR #23475 (merged, unreleased)", "kerakit._compat.keep_compile_config",
+        "keras PR #23475 (merged, unreleased)",
+        "kerakit._compat.keep_compile_config",
         "test_h5_save_still_strips_the_optimizer",
     ),
     "h5_loss_alias": Workaround(
         "load_model of a legacy .h5 compiled with loss='mse' fails: 'not a KerasSaveable subclass'",
-        "none exact (keras#19330)", "kerakit._compat.compile_legacy_h5",
+        "none exact (keras#19330)",
+        "kerakit._compat.compile_legacy_h5",
         "test_legacy_h5_with_a_loss_alias_still_fails_to_load_compiled",
     ),
     "torn_keras_not_found": Workaround(
         "a truncated .keras file is reported as 'File not found'",
-        "related keras#20259, keras#20146", "kerakit.saving.load._keras_error",
+        "related keras#20259, keras#20146",
+        "kerakit.saving.load._keras_error",
         "test_a_torn_keras_file_is_still_reported_as_not_found",
     ),
     "save_in_place": Workaround(
         "model.save and ModelCheckpoint write over the target: a save that dies part-way "
         "destroys the previous good file",
-        "none found", "kerakit._files.atomic_path, kerakit.training.callbacks.SafeModelCheckpoint",
+        "none found",
+        "kerakit._files.atomic_path, kerakit.training.callbacks.SafeModelCheckpoint",
         "test_a_failed_save_still_destroys_the_previous_file",
     ),
     "backup_in_place": Workaround(
         "BackupAndRestore writes its backup in place: a save that dies part-way leaves nothing "
         "to restore (double_checkpoint does not help)",
-        "keras#20463", "kerakit.training.backups.SafeBackupAndRestore",
+        "keras#20463",
+        "kerakit.training.backups.SafeBackupAndRestore",
         "test_backup_and_restore_still_writes_in_place",
     ),
     "nan_deletes_backup": Workaround(
         "after TerminateOnNaN, BackupAndRestore deletes the last good backup",
-        "keras#21771 (PR #21841: opt-in raise_error)", "kerakit.training.guards.DivergenceWatch",
+        "keras#21771 (PR #21841: opt-in raise_error)",
+        "kerakit.training.guards.DivergenceWatch",
         "test_a_nan_stop_still_deletes_the_backup",
     ),
     "resume_forgets_best": Workaround(
         "a resumed run's ModelCheckpoint/EarlyStopping start from best=None and overwrite the "
         "best model with a worse one",
-        "keras#17012", "kerakit.training.backups.SafeBackupAndRestore (track)",
+        "keras#17012",
+        "kerakit.training.backups.SafeBackupAndRestore (track)",
         "test_a_resume_still_forgets_the_best_value",
     ),
     "multi_worker_reduce": Workaround(
         "fit under MultiWorkerMirroredStrategy calls reduce() in ways TensorFlow rejects",
-        "keras#20585, tensorflow#72388", "kerakit._compat.multi_worker_strategy_class",
+        "keras#20585, tensorflow#72388",
+        "kerakit._compat.multi_worker_strategy_class",
         "test_multi_worker_reduce_still_rejects_what_fit_asks",
     ),
     "steps_per_execution_replicas": Workaround(
         "fit with steps_per_execution > 1 fails on more than one replica",
-        "keras#19246", "kerakit._compat.max_steps_per_execution",
+        "keras#19246",
+        "kerakit._compat.max_steps_per_execution",
         "test_steps_per_execution_still_breaks_several_replicas",
     ),
     "nan_arguments": Workaround(
         "optimizers and callbacks accept NaN hyper-parameters (Adam(learning_rate=nan))",
-        "none found", "kerakit.models.names.instantiate",
+        "none found",
+        "kerakit.models.names.instantiate",
         "test_keras_still_accepts_nan_hyperparameters",
     ),
     "save_freq_values": Workaround(
         "ModelCheckpoint and BackupAndRestore accept save_freq False, 0 and -1",
-        "none found", "kerakit.recipe.callbacks.check_save_freq",
+        "none found",
+        "kerakit.recipe.callbacks.check_save_freq",
         "test_keras_still_accepts_meaningless_save_freq",
     ),
     "get_file_timeout": Workaround(
         "keras.utils.get_file (ImageNet weights) has no timeout: a stalled download hangs",
-        "none found", "kerakit.models.backbones (a probe first; socket.setdefaulttimeout)",
+        "none found",
+        "kerakit.models.backbones (a probe first; socket.setdefaulttimeout)",
         "test_get_file_still_has_no_timeout",
     ),
     "warp_static_shape": Workaround(
         "ImageProjectiveTransformV3 loses the static image shape inside a tf.function",
-        "none found", "kerakit.augment.warp.augment_batch (set_shape)",
+        "none found",
+        "kerakit.augment.warp.augment_batch (set_shape)",
         "test_the_warp_op_still_loses_the_static_shape",
     ),
 }

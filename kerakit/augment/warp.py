@@ -67,11 +67,8 @@ def _plan(spec: Mapping) -> tuple[list, list]:
 
 
 def _draw(spec: Mapping, b, h, w, seed) -> tuple[dict[str, int], tf.Tensor | None]:
-    """Every op's uniform parameters in ONE stateless draw: ({name: column}, (batch, n)).
-
-    At 28x28 a batch's whole warp is about 2 ms of CPU, so the fixed work per
-    batch counts: one draw and one scaling, whatever the ops are.
-    """
+    """Every op's uniform parameters in ONE stateless draw: ({name: column}, (batch, n)); the
+    fixed work per batch counts at small image sizes (docs/performance.md)."""
     names, bounds = _plan(spec)
     if not names:
         return {}, None

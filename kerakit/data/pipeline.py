@@ -43,12 +43,8 @@ def make_pipeline(
             `augment_labels`, `(x_batch, y_batch) -> (x_batch, y_batch)` (mixup, cutmix).
         shuffle_buffer: a size, or None / "auto" for the whole data set up to 10,000.
         autotune: tf.data's autotuner (`tf.data.Options().autotune.enabled`).
-            None / "auto": off when the elements are cached in memory, where
-            it has nothing to tune but costs CPU: measured on a 2-core CPU, the
-            overview CNN trained ~20% faster and steadier without it (its model
-            thread competes with the training step; benchmarks/README.md).
-            Parallel maps then use min(16, CPU cores) calls and `prefetch`
-            grows its buffer as needed (TensorFlow's non-autotuned behaviour).
+            None / "auto": off when the elements are cached in memory, where it
+            has nothing to tune but costs CPU (docs/performance.md has the figures).
 
     Example:
 

@@ -114,14 +114,12 @@ def resolve_compile(
 
 
 def default_steps_per_execution() -> int:
-    # Measured on a 2-core CPU (benchmarks/README.md): 32 steps per call to the
-    # compiled function gave 1.26x over 1; the progress bar still updates.
+    # 32 steps per call measured faster than 1 on CPU (docs/performance.md).
     return 32
 
 
 def default_jit_compile() -> bool:
-    # XLA was 3x SLOWER on the measured CPU; on accelerators follow Keras's own
-    # "auto" (on). GPU figures are unmeasured so far.
+    # XLA measured slower on CPU (docs/performance.md); accelerators: Keras's own "auto" (on).
     import tensorflow as tf
 
     return any(d.device_type in ("GPU", "TPU") for d in tf.config.list_physical_devices())

@@ -34,8 +34,7 @@ def precision_policy(recipe: Recipe) -> tuple[str, str]:
         # Unmeasured on GPUs so far (benchmarks/README.md); stay exact until it is.
         return "float32", "auto: GPU figures are unmeasured, float32 kept"
     if "transfer" in recipe["model"] and _cpu_has_bf16():
-        # Measured (docs/transfer.md): a VGG16 backbone ran 3.4-7x faster under
-        # mixed_bfloat16 on a bf16-capable CPU, head accuracy within noise.
+        # Measured faster on a bf16-capable CPU (docs/transfer.md, docs/performance.md).
         return (
             "mixed_bfloat16",
             "auto: a transfer backbone on a CPU with bf16 instructions, measured 3-7x faster",

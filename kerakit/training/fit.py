@@ -156,9 +156,8 @@ def _pictures(
 
 
 def _predict_eagerly(model, x: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """The model's outputs on `x`, by calling it on chunks: for one pass over a test
-    split this is cheaper than `model.predict`, which first traces a predict function
-    (about 0.5 s for the overview CNN on this 2-core CPU, ten times the prediction)."""
+    """The model's outputs on `x`, by calling it on chunks: cheaper than `model.predict` (which
+    traces a predict function first) for one pass over a test split (docs/performance.md)."""
     import keras
     import tensorflow as tf
 
@@ -174,13 +173,8 @@ _WARM_UP: list = []  # the warm-up thread, joined before the pictures are drawn
 
 
 def _warm_up_pictures() -> None:
-    """Import matplotlib and draw a tiny figure in a background thread while the model trains.
-
-    `fit` runs in TensorFlow with the GIL released, so the import and the first
-    draw's font loading (about 0.5 s of Python) overlap it instead of adding to
-    the run. `_pictures` joins the thread first: matplotlib's font cache is
-    shared, so the two never draw at once.
-    """
+    """Import matplotlib and draw a tiny figure in a background thread while the model trains
+    (overlapping `fit`, docs/performance.md); `_pictures` joins it before drawing."""
     import threading
 
     if _WARM_UP:
