@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from kerakit._files import write_text
-from kerakit.data import load_data, to_numpy
+from kerakit.data import load_recipe_data, to_numpy
 from kerakit.errors import DataError, TrainingDiverged
 from kerakit.models.transfer import format_stage_report, stage_report
 from kerakit.recipe import Recipe, load_recipe
@@ -121,15 +121,9 @@ def check(recipe: Recipe | str | Mapping, *, overrides=None, print_fn=print) -> 
     Returns the compiled model.
     """
     recipe = load_recipe(recipe, overrides=overrides)
-
     bundle = None
     if recipe["data"]["source"] != "arrays" and needs_data_for_build(recipe):
-        bundle = load_data(
-            recipe["data"],
-            base_dir=recipe.base_dir,
-            seed=recipe["seed"],
-            where=recipe.where.at("data"),
-        )
+        bundle = load_recipe_data(recipe)
     model, section, policy, notes = build_compiled(recipe, bundle)
     model.summary(print_fn=lambda line, *a, **k: print_fn(line))
     params = model.count_params()
@@ -194,12 +188,10 @@ def train(
     # the resolved recipe records that (bundle.spec) instead of the recipe's own source.
     recipe = load_recipe(recipe, overrides=overrides or None)
 
-    strategy = make_strategy_for(
-        recipe
-    )  # before any other TF op: multi-worker collectives need it first
+    # the strategy before any other TF op: multi-worker collectives need it first
+    strategy = make_strategy_for(recipe)
     set_seeds(recipe)
-    bundle = load_data(recipe["data"], base_dir=recipe.base_dir, seed=recipe["seed"],
-                       where=recipe.where.at("data"), x=x, y=y, validation_data=validation_data)  # fmt: skip
+    bundle = load_recipe_data(recipe, x=x, y=y, validation_data=validation_data)
     with strategy.scope():
         model, compile_section, policy, notes = build_compiled(recipe, bundle, strategy=strategy)
     for note in notes + [f"distribute: {describe_strategy(strategy)}"]:
