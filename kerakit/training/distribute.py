@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from kerakit._compat import max_steps_per_execution as max_steps_per_execution  # re-exported
 from kerakit._compat import multi_worker_strategy_class
 from kerakit.errors import NOWHERE, Where
 from kerakit.training.cluster import read_tf_config, tpu_strategy
