@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import secrets
 import shutil
@@ -132,10 +133,24 @@ def json_default(value: Any) -> Any:
 
 
 def write_json(path: str | os.PathLike, value: Any, *, sort_keys: bool = False) -> Path:
-    """Write `value` as indented JSON to `path` atomically; returns the path."""
-    return write_text(
-        path, json.dumps(value, indent=2, sort_keys=sort_keys, default=json_default) + "\n"
-    )
+    """Write `value` as indented JSON to `path` atomically; returns the path.
+
+    NaN and infinities become null: JSON has no such numbers (Python's `json`
+    would write `NaN`, which other readers refuse).
+    """
+    text = json.dumps(json_safe(value), indent=2, sort_keys=sort_keys, default=json_default)
+    return write_text(path, text + "\n")
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float replaced by None (lists and dicts walked)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def read_json(path: str | os.PathLike) -> dict:

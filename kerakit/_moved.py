@@ -56,6 +56,14 @@ MOVED: dict[str, tuple[str, ...]] = {
     ),
 }
 
+# names that changed as well as moving: old module -> {old name: "new.module.name"}
+RENAMED: dict[str, dict[str, str]] = {
+    "kerakit.checkpoint": {
+        "recipe_hash": "kerakit.recipe.fingerprint.content_hash",
+        "recipe_changes": "kerakit.recipe.fingerprint.changes",
+    },
+}
+
 
 def _warn(old: str, new: tuple[str, ...]) -> None:
     where = " and ".join(new)
@@ -78,6 +86,10 @@ class _Forward(types.ModuleType):
         for module in self.__targets:
             if hasattr(module, name):
                 return getattr(module, name)
+        renamed = RENAMED.get(self.__name__, {}).get(name)
+        if renamed is not None:
+            module, _, attr = renamed.rpartition(".")
+            return getattr(importlib.import_module(module), attr)
         raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
 
     def __dir__(self):

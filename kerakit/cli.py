@@ -7,18 +7,23 @@
     kerakit augment RECIPE --preview out.png
     kerakit list presets|bundles|backbones|augment
 
-A mistake in the input (a bad recipe, a missing file, a corrupt model) exits
-with status 2 and one clear message; `--debug` shows the traceback too.
+A mistake in the input (a bad recipe, a missing file, a corrupt model, a full
+disk) exits with status 2 and one clear message; `--debug` shows the traceback
+too, and TensorFlow's C++ start-up chatter, otherwise left out (`kerakit._stderr`).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import re
 import sys
 import traceback
+from pathlib import Path
 
 from kerakit import __version__
+from kerakit._stderr import StderrFilter
 from kerakit.errors import KerakitError, RecipeError, TrainingDiverged, TrainingInterrupted
 
 
@@ -117,11 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input, 1 other failure)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    if args.debug and _FILTER is not None:  # --debug: TensorFlow's own lines too
+        _FILTER.stop()
     # TensorFlow's C++ start-up chatter hides kerakit's messages; users can still set their own level.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         return int(_dispatch(args, argv) or 0)
     except TrainingInterrupted as exc:
+        print(flush=True)  # end the progress bar's line: the message starts on a line of its own
         print(f"interrupted: {exc}", file=sys.stderr)
         return 128 + exc.signum
     except TrainingDiverged as exc:
@@ -138,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a kerakit bug, or a failure deep inside TensorFlow
         if args.debug:
             traceback.print_exc()
+        if (full := _disk_full(exc)) is not None:
+            print(f"error: disk full: {full}; free some space and run again (kerakit "
+                  "replaces files atomically: what was there before is intact)",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         print(f"error: {type(exc).__name__}: {exc}\n(unexpected; run again with --debug for the "
               "traceback, and please report it)", file=sys.stderr)  # fmt: skip
         return 1
@@ -156,7 +169,13 @@ def entry() -> None:
     KERAKIT_FAST_EXIT=0 for a normal shutdown always. Calling `main()` from
     Python never exits.
     """
-    code = main()
+    global _FILTER
+    _FILTER = StderrFilter.start()  # TensorFlow's chatter left out until main() returns
+    try:
+        code = main()
+    finally:
+        if _FILTER:
+            _FILTER.stop()
     fast = os.environ.get("KERAKIT_FAST_EXIT", "1") != "0" and code in (0, 2)
     if fast and "tensorflow" in sys.modules:
         import atexit
@@ -169,6 +188,26 @@ def entry() -> None:
                 pass
         os._exit(code)
     sys.exit(code)
+
+
+def _disk_full(exc: BaseException) -> str | None:
+    """The reason, "PATH: No space left on device", if `exc` (or its cause) is a full disk."""
+    for _ in range(16):  # the error, then the ones it came from
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+            why, name = exc.strerror or os.strerror(exc.errno), exc.filename
+            if name is None:
+                return why
+            path = Path(os.fsdecode(name))  # the atomic writer's temporary -> the file it stood for
+            hit = re.fullmatch(r"\.(?:tmp|old)-\d+-[0-9a-f]{8}-(.+)", path.name)
+            return f"{path.with_name(hit.group(1)) if hit else path}: {why}"
+        if re.search("No space left on device|Disk quota exceeded", str(exc)):
+            return str(exc)  # TensorFlow's and h5py's errors carry the words, not the errno
+        if (exc := exc.__cause__ or exc.__context__) is None:
+            return None
+    return None
+
+
+_FILTER: StderrFilter | None = None  # installed by entry()
 
 
 def _dispatch(args, argv) -> int:
@@ -209,7 +248,7 @@ def _dispatch(args, argv) -> int:
     if cmd == "evaluate":
         from kerakit.inference import evaluate
 
-        metrics = evaluate(args.model, data=args.data, trusted=args.unsafe)
+        metrics = evaluate(args.model, data=args.data, trusted=args.unsafe, print_fn=print)
         for k, v in metrics.items():
             print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
         return 0

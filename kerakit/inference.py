@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from kerakit.recipe.compile import pipeline_label_mode
 from kerakit.training.runfolder import (
     CLASSES_FILE,
     EVALUATE_FILE,
+    INPUTS_FILE,
     NORMALIZATION_FILE,
     RECIPE_FILE,
     RUN_FILE,
@@ -42,14 +44,22 @@ def _open(run_or_model: str | os.PathLike, trusted: bool):
 
 
 def evaluate(
-    run_or_model: str | os.PathLike, *, data: str | Mapping | None = None, trusted: bool = False
+    run_or_model: str | os.PathLike,
+    *,
+    data: str | Mapping | None = None,
+    trusted: bool = False,
+    print_fn=None,
 ) -> dict:
     """Evaluate a run folder (or a model file) on test data; writes evaluate.json in a run folder.
+
+    The test split is measured, or the validation split when the data has no test
+    split; evaluate.json records which (``"split"``, ``"examples"``) beside the metrics.
 
     Args:
         run_or_model: a run folder, or a `.keras`/`.h5`/SavedModel path.
         data: a data source (``"npz:test.npz"``) or a `data:` section; default: the run's recipe's.
         trusted: allow code in the model file (see docs/security.md).
+        print_fn: if given, called with one line naming the split measured and its size.
 
     Returns:
         {metric: value}.
@@ -64,8 +74,8 @@ def evaluate(
         )
     section = dict(recipe["data"]) if recipe is not None else {}
     if isinstance(data, str):
-        section = {**{k: v for k, v in section.items() if k in ("batch_size", "image_size", "rescale", "normalize")},
-                   "source": data}  # fmt: skip
+        keep = ("batch_size", "image_size", "rescale", "normalize", "flatten")  # preprocessing
+        section = {**{k: v for k, v in section.items() if k in keep}, "source": data}
     elif isinstance(data, Mapping):
         section = dict(data)
     where = Where("--data" if data is not None else str(folder / RECIPE_FILE), {}, ("data",))
@@ -74,9 +84,11 @@ def evaluate(
     bundle = load_data(
         section, base_dir=base_dir, seed=recipe["seed"] if recipe else 42, where=where
     )
+    name = "test" if bundle.test is not None else "val"
     split = bundle.test if bundle.test is not None else bundle.val
     if split is None:
         raise DataError("the data has neither a test nor a validation split to evaluate on")
+    _check_input_shape(model, bundle.input_shape, section["source"])
     from kerakit.data import make_pipeline
 
     preset = recipe["compile"]["preset"] if recipe else "multiclass"
@@ -87,13 +99,39 @@ def evaluate(
             "this model was saved without its training configuration; evaluate needs a compiled .keras/.h5 model"
         )
     metrics = {k: float(v) for k, v in model.evaluate(ds, verbose=0, return_dict=True).items()}
+    examples = int(bundle.sizes.get(name) or 0)
+    if print_fn is not None:
+        note = "" if name == "test" else " (the data has no test split)"
+        what = "test" if name == "test" else "validation"
+        print_fn(
+            f"evaluated on the {what} split of {section['source']} ({examples:,} examples){note}"
+        )
     if folder is not None:
-        write_run_json(folder / EVALUATE_FILE, metrics)
+        write_run_json(folder / EVALUATE_FILE, {"split": name, "examples": examples, **metrics})
     return metrics
 
 
-def _read_inputs(files: list[str], model, recipe: Recipe | None) -> tuple[Any, list[str]]:
-    """Raw inputs from image files, .npy/.npz or .csv, and a label per row."""
+def _check_input_shape(model, got, source: str) -> None:
+    """A DataError naming both shapes when the data's examples do not fit the model's input."""
+    want = model.input_shape
+    if isinstance(got, Mapping) or isinstance(want, (list, dict)) or not want:
+        return  # several inputs: Keras matches them by name and says what is missing
+    want, got = tuple(want[1:]), tuple(got)
+    if len(want) != len(got) or any(None not in (w, g) and w != g for w, g in zip(want, got)):
+        raise DataError(
+            f"the model takes inputs of shape {want} but the data ({source}) gives {got}; "
+            "evaluate it on data of the shape it was trained on"
+        )
+
+
+def _read_inputs(files: list[str], model, recipe: Recipe | None, folder: Path | None = None
+                 ) -> tuple[Any, list[str]]:  # fmt: skip
+    """Raw inputs from image files, .npy/.npz or .csv, and a label per row.
+
+    Image files hold 0-255 pixels; a run whose training inputs had another range
+    (scikit-learn's digits: 0-16) gets them mapped to it (`inputs.json`), so the
+    recipe's own rescaling then does what it did in training.
+    """
     import keras
 
     from kerakit.data import IMAGE_EXTS
@@ -116,9 +154,14 @@ def _read_inputs(files: list[str], model, recipe: Recipe | None) -> tuple[Any, l
                     p, color_mode="grayscale" if c == 1 else "rgb", target_size=tuple(size)
                 )
             except Exception as exc:
-                raise DataError(f"{p}: cannot read this image ({exc})") from None
+                raise DataError(f"{p}: not a readable image ({_image_error(exc)})") from None
             arrays.append(keras.utils.img_to_array(img))
-        return np.stack(arrays), [str(p) for p in paths]
+        x = np.stack(arrays)
+        value_range = read_json(folder / INPUTS_FILE).get("value_range") if folder else None
+        if value_range and list(value_range) != [0, 255]:
+            low, high = (float(v) for v in value_range)
+            x = low + x / 255.0 * (high - low)
+        return x, [str(p) for p in paths]
     if len(paths) != 1:
         raise DataError("give either image files, or one .npy/.npz/.csv file")
     p = paths[0]
@@ -156,6 +199,13 @@ def _read_inputs(files: list[str], model, recipe: Recipe | None) -> tuple[Any, l
     return x, [f"{p.name}[{i}]" for i in range(len(x))]
 
 
+def _image_error(exc: Exception) -> str:
+    """PIL's reason, without the `<_io.BytesIO object at 0x...>` Keras's loader puts in it."""
+    if type(exc).__name__ == "UnidentifiedImageError":
+        return "its content is in no image format Pillow can read"
+    return re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(exc)) or type(exc).__name__
+
+
 def _read_csv_features(path: Path, recipe: Recipe | None) -> np.ndarray:
     from kerakit.data.tables import feature_matrix, read_table
 
@@ -184,7 +234,7 @@ def predict_files(run_or_model, inputs: list[str], *, output: str | None = None,
     """`kerakit predict`: top classes (multilabel: the labels over 0.5; regression: the
     values) per input, printed and optionally written."""
     model, recipe, folder = _open(run_or_model, trusted)
-    x, labels = _read_inputs(inputs, model, recipe)
+    x, labels = _read_inputs(inputs, model, recipe, folder)
     probs = _predict(model, recipe, folder, x)
     names = None
     if folder is not None and (folder / CLASSES_FILE).is_file():

@@ -18,7 +18,7 @@ PACKAGE = REPO / "kerakit"
 # The flow, in order: a module may import its own stage and the stages before it.
 STAGES = [
     ("kerakit", "kerakit.errors", "kerakit._files", "kerakit._net", "kerakit._compat",
-     "kerakit._moved"),
+     "kerakit._moved", "kerakit._stderr"),
     ("kerakit.recipe",),
     ("kerakit.report",),
     ("kerakit.data",),
@@ -32,10 +32,10 @@ STAGES = [
 # Modules that import no TensorFlow and no Keras (`kerakit check` of a bad recipe, the
 # reports, and `import kerakit` all run before TensorFlow starts).
 TF_FREE = ("kerakit", "kerakit.errors", "kerakit._files", "kerakit._net", "kerakit._moved",
-           "kerakit.recipe", "kerakit.report")  # fmt: skip
+           "kerakit._stderr", "kerakit.recipe", "kerakit.report")  # fmt: skip
 MAX_LINES = 400
 # Modules over MAX_LINES lines that are one concept (ARCHITECTURE.md says why).
-ONE_CONCEPT = {"kerakit.recipe.augment", "kerakit.saving.safety"}
+ONE_CONCEPT = {"kerakit.recipe.augment", "kerakit.saving.safety", "kerakit.training.backups"}
 
 
 def _modules() -> dict[str, Path]:

@@ -43,6 +43,9 @@ class DataBundle:
         spec: the resolved `data` section with every "auto" made concrete
             (what to write into the resolved recipe).
         stats: per-feature `{"mean", "std"}` used by `normalize: true`, else None.
+        value_range: `[min, max]` of the raw training inputs (before rescaling) when
+            they are one image array: 8-bit pixels are [0, 255], scikit-learn's
+            digits [0, 16]. `kerakit predict` maps image files to it. None otherwise.
     """
 
     train: tf.data.Dataset
@@ -56,6 +59,7 @@ class DataBundle:
     in_memory: bool
     spec: dict = field(default_factory=dict)
     stats: dict | None = None
+    value_range: list | None = None
 
     def preprocess(self, x: Any, batched: bool = True) -> Any:
         """Resizes, rescales and normalizes raw inputs as training did (for predict)."""
@@ -123,6 +127,7 @@ def load_data(
                                           validation_data=validation_data)  # fmt: skip
     if spec["rescale"] == "auto":
         spec["rescale"] = None
+    value_range = raw_value_range(dss["train"], in_memory=kind not in ("tfds", "directory"))
 
     def prepare(stats):
         # plain Python over static shapes: no autograph (it costs ~0.1 s a trace)
@@ -156,8 +161,25 @@ def load_data(
         in_memory=in_memory,
         spec=spec,
         stats=stats,
+        value_range=value_range,
         **info,
     )
+
+
+def raw_value_range(ds: tf.data.Dataset, *, in_memory: bool) -> list | None:
+    """[min, max] of a dataset's raw inputs when they are one image array (rank 3 or more per
+    example): [0, 255] for 8-bit pixels; read from the values when they are in memory."""
+    spec = ds.element_spec[0]
+    if isinstance(spec, Mapping) or not isinstance(spec, tf.TensorSpec) or spec.shape.rank < 2:
+        return None
+    if spec.dtype == tf.uint8:
+        return [0, 255]
+    if not in_memory or not spec.dtype.is_floating and not spec.dtype.is_integer:
+        return None
+    low, high = np.inf, -np.inf
+    for x, _ in ds.batch(4096):
+        low, high = min(low, float(tf.reduce_min(x))), max(high, float(tf.reduce_max(x)))
+    return [low, high] if np.isfinite(low) and np.isfinite(high) else None
 
 
 def load_recipe_data(recipe: Any, **kwargs: Any) -> DataBundle:

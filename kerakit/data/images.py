@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +35,9 @@ def load_directory(root: Path, spec: dict, seed, where: Where) -> tuple:
             )
         files += found
         labels += [i] * len(found)
-    files, labels, size = _check_images(files, labels, spec, where)
-    if spec["image_size"] is None:  # null keeps the native size: that of the first image
-        spec["image_size"] = size
+    files, labels, sizes = _check_images(files, labels, spec, where)
+    if spec["image_size"] is None:  # null keeps the native size, when every image has it
+        spec["image_size"] = _common_size(sizes, where)
     if spec["rescale"] == "auto":
         spec["rescale"] = 1 / 255  # decoded images are uint8
     paths = np.array([str(p) for p in files])
@@ -64,29 +65,47 @@ def load_directory(root: Path, spec: dict, seed, where: Where) -> tuple:
 
 
 def _check_images(files: list, labels: list, spec: dict, where: Where) -> tuple:
-    """Opens every image once (PIL.verify) so a corrupt file is named, not a TF stack trace."""
+    """Decodes every image once, with TensorFlow as training will, so an unreadable file is
+    named now (not a stack trace mid-training); returns the readable ones and their sizes."""
     import warnings
 
-    from PIL import Image
-
-    good, good_labels, size = [], [], None
+    channels = CHANNELS[spec["color_mode"]]
+    good, good_labels, sizes = [], [], Counter()
     for path, label in zip(files, labels):
         try:
-            with Image.open(path) as im:
-                im.verify()
-                size = size or [im.size[1], im.size[0]]
-        except Exception as e:
+            image = tf.io.decode_image(
+                tf.io.read_file(str(path)), channels=channels, expand_animations=False
+            )
+            sizes[(int(image.shape[0]), int(image.shape[1]))] += 1
+        except (tf.errors.OpError, ValueError) as e:
+            why = " ".join(str(getattr(e, "message", e)).split())[:200]
             if not spec["skip_corrupt"]:
                 raise data_error(
                     where,
                     "source",
-                    f"cannot read image {path}: {e}; fix or remove it, or set "
+                    f"cannot read image {path}: {why}; fix or remove it, or set "
                     "`skip_corrupt: true` to leave unreadable images out",
                 ) from None
-            warnings.warn(f"kerakit: skipping unreadable image {path}: {e}", stacklevel=3)
+            warnings.warn(f"kerakit: skipping unreadable image {path}: {why}", stacklevel=3)
             continue
         good.append(path)
         good_labels.append(label)
     if not good:
         raise data_error(where, "source", "no readable images were found")
-    return good, good_labels, size
+    return good, good_labels, sizes
+
+
+def _common_size(sizes: Counter, where: Where) -> list[int]:
+    """The images' one size; images of several sizes need `image_size` (never the first one's)."""
+    if len(sizes) == 1:
+        (h, w), _ = sizes.most_common(1)[0]
+        return [h, w]
+    found = ", ".join(f"{h}x{w} ({n} images)" for (h, w), n in sizes.most_common(4))
+    (h, w), _ = sizes.most_common(1)[0]
+    raise data_error(
+        where,
+        "image_size",
+        f"the images differ in size ({len(sizes)} sizes: {found}"
+        f"{', ...' if len(sizes) > 4 else ''}); set `image_size: [H, W]` to resize them all, "
+        f"for example [{h}, {w}] (the most common)",
+    )

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerakit.data.splits import carve, encode_labels, length
-from kerakit.data.tables import feature_matrix, is_number, read_table
+from kerakit.data.tables import describe_columns, feature_matrix, is_number, read_table
 from kerakit.errors import DataError, Where, data_error, did_you_mean
 
 
@@ -46,8 +46,11 @@ def _npz(path: Path, where: Where) -> dict:
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as e:
-        raise data_error(where, "source", f"cannot read {path} as an .npz file: {e}") from e
+    except Exception as e:  # zipfile, numpy and OS errors alike: the file is not a usable .npz
+        why = " ".join(str(e).split())[:200] or type(e).__name__
+        raise data_error(
+            where, "source", f"cannot read {path} as an .npz file ({type(e).__name__}: {why})"
+        ) from None
     parts: dict[str, Any] = {}
     for key, value in arrays.items():
         part, _, name = key.partition(".")
@@ -81,10 +84,7 @@ def _csv(path: Path, spec: Mapping, where: Where) -> dict:
     header, rows = read_table(path, fail)
     target = spec["target"]
     if target not in header:
-        raise fail(
-            f"{path} has no column {target!r}{did_you_mean(target, header)}; columns: {', '.join(header)}",
-            "target",
-        )
+        raise fail(f"{path} has no column {target!r}{describe_columns(header, target)}", "target")
     features = feature_matrix(path, header, rows, exclude=target, fail=fail)
     t = header.index(target)
     values = [row[t] for row in rows]
@@ -139,7 +139,7 @@ def _from_memory(raw: dict, spec: dict, seed, where: Where) -> tuple:
         if raw.get(split) is not None:
             _check_lengths(*raw[split], split, where)
     names = [s for s in ("train", "val", "test") if raw.get(s) is not None]
-    ys, info = encode_labels([raw[s][1] for s in names], raw.get("target_type", "auto"))
+    ys, info = encode_labels([raw[s][1] for s in names], raw.get("target_type", "auto"), where)
     splits = {s: (raw[s][0], y) for s, y in zip(names, ys)}
     train, val, test = carve(
         splits["train"], splits.get("val"), splits.get("test"), spec, seed, where

@@ -9,14 +9,17 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from kerakit.errors import DataError, Where, data_error
+from kerakit.errors import NOWHERE, Where, data_error
+
+# Integer labels are class ids 0..C-1; C may not pass max(this, the number of examples).
+MAX_CLASSES_FLOOR = 1024
 
 
-def encode_labels(ys: list, target_type: str = "auto") -> tuple[list, dict]:
+def encode_labels(ys: list, target_type: str = "auto", where: Where = NOWHERE) -> tuple[list, dict]:
     """Converts the label arrays of all splits together; returns them and the class info."""
     if isinstance(ys[0], Mapping):
         keys = list(ys[0])
-        per = {k: encode_labels([y[k] for y in ys], target_type) for k in keys}
+        per = {k: encode_labels([y[k] for y in ys], target_type, where) for k in keys}
         out = [{k: per[k][0][i] for k in keys} for i in range(len(ys))]
         return out, {"class_names": None, "num_classes": None, "task": None}
     ys = [np.asarray(y) for y in ys]
@@ -36,11 +39,22 @@ def encode_labels(ys: list, target_type: str = "auto") -> tuple[list, dict]:
         return out, class_info(names)
     if kind in "iub" and target_type != "number":
         if joined.min() < 0:
-            raise DataError(f"class labels must be 0 or more, got {int(joined.min())}")
+            raise data_error(
+                where, "source", f"class labels must be 0 or more, got {int(joined.min())}"
+            )
         if ys[0].ndim > 1 and ys[0].shape[-1] > 1:  # multi-hot rows
             names = [str(i) for i in range(ys[0].shape[-1])]
             return [y.astype("int32") for y in ys], {**class_info(names), "task": "multilabel"}
-        names = [str(i) for i in range(int(joined.max()) + 1)]
+        top, limit = int(joined.max()), max(MAX_CLASSES_FLOOR, len(joined))
+        if top >= limit:  # class ids name classes 0..top: a huge one is a mistake, not a class
+            raise data_error(
+                where,
+                "source",
+                f"a class label is {top}, so there would be {top + 1:,} classes for "
+                f"{len(joined):,} examples; class labels are ids 0..C-1 (real-valued targets: "
+                "store them as floats, or for a CSV set data.target_type: number)",
+            )
+        names = [str(i) for i in range(top + 1)]
         return [y.astype("int32") for y in ys], class_info(names)
     return [y.astype("float32") for y in ys], {
         "class_names": None,

@@ -1,19 +1,22 @@
 """The one CSV reader: a header row, then rows of cells; numeric feature columns as float32.
 
 Training (`csv:PATH` sources) and `kerakit predict` on a `.csv` read tables
-through the same two functions, so both refuse the same files with the same
-words: the file, the row, the column, the cell.
+through the same functions, so both refuse the same files with the same
+words: the file, the row, the column. An error never quotes a cell of the file
+(a recipe from someone else may point at a private file), and lists the column
+names only when the first row looks like a CSV header.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from kerakit.errors import DataError
+from kerakit.errors import DataError, did_you_mean
 
 
 def read_table(path: str | Path, fail: Callable[[str], Exception] = DataError) -> tuple[list, list]:
@@ -22,8 +25,15 @@ def read_table(path: str | Path, fail: Callable[[str], Exception] = DataError) -
     Empty lines are skipped; every row must have as many cells as the header.
     `fail(message)` makes the error to raise (a `DataError` by default).
     """
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
+    try:  # utf-8-sig: a byte-order mark is not part of the first column's name
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except UnicodeDecodeError as exc:
+        raise fail(
+            f"{path} is not UTF-8 text (byte {exc.start} cannot be read); save the CSV as UTF-8"
+        ) from None
+    except csv.Error as exc:  # e.g. a cell over the csv module's 131,072-character limit
+        raise fail(f"{path} is not a CSV kerakit can read ({exc})") from None
     if len(rows) < 2:
         raise fail(f"{path} needs a header row and at least one data row")
     header, rows = rows[0], [r for r in rows[1:] if r]
@@ -49,11 +59,28 @@ def feature_matrix(
             features[i] = [float(row[j]) for j in keep]
         except ValueError:
             bad = next(j for j in keep if not is_number(row[j]))
+            column = repr(header[bad]) if _looks_like_header(header) else f"#{bad + 1}"
+            what = "is empty" if not row[bad].strip() else "is not a number"
             raise fail(
-                f"{path} row {i + 2}, column {header[bad]!r}: {row[bad]!r} is not a number; "
-                "feature columns must be numeric"
+                f"{path} row {i + 2}, column {column}: the cell {what}; feature columns must "
+                "be numeric"
             ) from None
     return features
+
+
+_COLUMN_NAME = re.compile(r"[\w .()%/+\-]{1,64}")
+
+
+def _looks_like_header(header: list) -> bool:
+    return all(_COLUMN_NAME.fullmatch(name) for name in header)
+
+
+def describe_columns(header: list, wanted: str) -> str:
+    """'(did you mean ...); columns: a, b' when the first row looks like a CSV header;
+    otherwise no file content at all."""
+    if not _looks_like_header(header):
+        return f"; its first row does not look like a CSV header ({len(header)} cells)"
+    return f"{did_you_mean(wanted, header)}; columns: {', '.join(header)}"
 
 
 def is_number(text: str) -> bool:

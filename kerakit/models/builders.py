@@ -19,6 +19,7 @@ from typing import Any
 import keras
 
 from kerakit.errors import NOWHERE, RecipeError, Where
+from kerakit.models import budget
 from kerakit.models.names import get_layer_class, instantiate
 
 __all__ = ["build_model", "get_layer_class", "make_layer"]
@@ -41,14 +42,26 @@ _FILE_ARGUMENTS = {"vocabulary", "stop_words", "idf_weights"}
 
 
 def _refuse_file_arguments(cls: type, args: Any, where: Where) -> None:
+    """A lookup layer given a string where it takes values reads that file: refuse it, in
+    whatever form the arguments came (keywords, one positional value or a list)."""
     lookup = (keras.layers.StringLookup, keras.layers.IntegerLookup, keras.layers.TextVectorization)
-    if not (issubclass(cls, lookup) and isinstance(args, Mapping)):
+    if not issubclass(cls, lookup):
         return
-    for key in _FILE_ARGUMENTS & set(args):
-        if isinstance(args[key], str):
+    if isinstance(args, Mapping):
+        named = dict(args)
+    else:
+        positional = args if isinstance(args, list) else [args]
+        params = [
+            p.name
+            for p in inspect.signature(cls.__init__).parameters.values()
+            if p.name != "self" and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        named = dict(zip(params, positional))
+    for key in _FILE_ARGUMENTS & set(named):
+        if isinstance(named[key], str):
             raise where.at(key).error(
-                f"{cls.__name__}.{key} names a file ({args[key]!r}); a recipe does not make kerakit read "
-                "files: give the values as a list in the recipe, or adapt() the layer in Python"
+                f"{cls.__name__}.{key} names a file; a recipe does not make kerakit read files: "
+                "give the values as a list in the recipe, or adapt() the layer in Python"
             )
 
 
@@ -97,10 +110,12 @@ def build_sequential(
     model = keras.Sequential(name=name)
     model.add(keras.Input(shape=tuple(input_shape)))
     shape = (None, *input_shape)
+    weights = 0
     for i, entry in enumerate(layers):
         ((cls_name, args),) = entry.items()
         w = where.at(i, cls_name)
         layer = make_layer(cls_name, args, w)
+        weights = budget.check_layer(layer, shape, weights, cls_name, w)
         try:
             model.add(layer)
             shape = model.output_shape
@@ -141,6 +156,7 @@ def build_functional(
             cls_name, args, where.at("layers", lname, cls_name), default_name=lname
         )
     tensors: dict[str, Any] = dict(inputs)
+    weights = 0
     for node, nspec, i in _topological(spec["graph"]):
         w = where.at("graph", i, node)
         ins = nspec["in"]
@@ -151,6 +167,8 @@ def build_functional(
             ((cls_name, args),) = ((k, v) for k, v in nspec.items() if k != "in")
             w = w.at(cls_name)
             layer, label = make_layer(cls_name, args, w, default_name=node), cls_name
+        if not isinstance(args_in, list) and not layer.built:
+            weights = budget.check_layer(layer, args_in.shape, weights, label, w)
         try:
             tensors[node] = layer(args_in)
         except Exception as exc:

@@ -25,6 +25,9 @@ filled in there.
 from __future__ import annotations
 
 import copy
+import math
+import re
+import string
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,6 +76,20 @@ PATH_KEYS = {
     "BackupAndRestore": "backup_dir",
     "TensorBoard": "log_dir",
 }
+# Callbacks a recipe cannot hold: they run Python code or reach the network. Each can
+# still be given as an object from Python: kk.train(recipe, callbacks=[...]).
+REFUSED = {
+    "LambdaCallback": "runs Python functions, which a recipe (plain data) cannot hold",
+    "LearningRateScheduler": "takes a Python function, which a recipe (plain data) cannot hold; "
+    "use a learning-rate schedule in compile.optimizer, or ReduceLROnPlateau",
+    "RemoteMonitor": "posts every epoch's metrics to a URL (a recipe from someone else must "
+    "not send your data anywhere)",
+}
+# A placeholder Keras fills in a path: a plain name ({epoch}, {val_loss}) with an optional
+# format spec ({epoch:02d}); no attribute or index lookup ({epoch.__doc__[3]} spells any
+# character, and so any path).
+_PLACEHOLDER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_FORMAT_SPEC = re.compile(r"^[<>=^]?[+\- ]?#?0?\d*[,_]?(\.\d+)?[bcdeEfFgGnosxX%]?$")
 
 
 def list_bundles() -> dict[str, str]:
@@ -133,6 +150,11 @@ def _looks_like_class(name: str) -> bool:
 
 def _check_name(name: Any, where: Where, extra: tuple = ()) -> str:
     # Class names are CamelCase; "package>Name" is a registered custom callback.
+    if isinstance(name, str) and name in REFUSED:
+        raise where.error(
+            f"{name} cannot be used in a recipe: it {REFUSED[name]}; pass it from Python with "
+            "kk.train(recipe, callbacks=[...]) if you trust it"
+        )
     if isinstance(name, str) and (
         _looks_like_class(name) or (">" in name and _looks_like_class(name.split(">")[-1]))
     ):
@@ -176,8 +198,47 @@ def _kwargs(name: str, kwargs: Any, where: Where) -> dict:
                 f"monitor must be the name of a logged value such as 'val_loss', got "
                 f"{type_name(arg)} {show(arg)}"
             )
+        if isinstance(arg, float) and not math.isfinite(arg):
+            # Keras takes NaN here silently (ReduceLROnPlateau(factor=nan) ends in a NaN rate)
+            raise where.at(key).error(f"{name}'s {key!r} is {arg}; give a finite number")
+        if PATH_KEYS.get(name) == key:
+            check_path_template(arg, where.at(key))
         out[key] = copy.deepcopy(arg)
     return out
+
+
+def path_placeholders(value: str) -> list[str]:
+    """The placeholder names in a callback path (``best-{epoch:02d}.keras`` -> ['epoch'])."""
+    return [field for _, field, _, _ in string.Formatter().parse(value) if field is not None]
+
+
+def check_path_template(value: Any, where: Where = NOWHERE) -> str:
+    """A callback path may hold plain placeholders only (``{epoch}``, ``{val_loss:.3f}``).
+
+    Keras runs `str.format` on ModelCheckpoint's `filepath`; an attribute or index
+    lookup in a placeholder (``{epoch.__doc__[3]}``) spells any character, so a path
+    that looks like it stays in the run folder could land anywhere.
+    """
+    if not isinstance(value, str) or not value:
+        raise where.error(
+            f"expected a path inside the run folder, got {type_name(value)} {show(value)}"
+        )
+    try:
+        fields = list(string.Formatter().parse(value))
+    except ValueError as exc:
+        raise where.error(
+            f"{show(value)} is not a valid path template ({exc}); write braces as {{{{ and }}}}"
+        ) from None
+    for _, field, spec, conversion in fields:
+        if field is None:
+            continue
+        if not _PLACEHOLDER.match(field) or conversion or not _FORMAT_SPEC.match(spec or ""):
+            raise where.error(
+                f"{show(value)}: the placeholder {{{field}{'!' + conversion if conversion else ''}"
+                f"{':' + spec if spec else ''}}} is not allowed; use a plain name such as {{epoch}} "
+                "or {val_loss:.3f} (no attribute or index lookups)"
+            )
+    return value
 
 
 def check_save_freq(value: Any, where: Where = NOWHERE) -> str | int:

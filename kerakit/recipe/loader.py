@@ -37,7 +37,8 @@ TOP_KEYS = [
     "train",
     "output",
 ]
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_NAME = 100  # a folder name; file systems allow 255 bytes, with the timestamp folder below
 
 
 class Recipe(Mapping):
@@ -238,10 +239,11 @@ def resolve(raw: Any, where: Where, *, default_name: str = "recipe") -> dict:
     out: dict = {}
     name = raw.get("name", default_name)
     S.check_str(name, where.at("name"), "a name")
-    if not _NAME.match(name) or ".." in name:
+    if not _NAME.fullmatch(name) or ".." in name or len(name) > MAX_NAME:
         raise where.at("name").error(
-            f"{name!r} cannot be a run name: use letters, digits, '.', '_' and '-' only "
-            "(it names a folder under output.dir, so no '/' or '..')"
+            f"{S.show(name)} cannot be a run name: use letters, digits, '.', '_' and '-' only, "
+            f"at most {MAX_NAME} characters (it names a folder under output.dir, so no '/', "
+            "'..' or line breaks)"
         )
     out["name"] = name
     seed = raw.get("seed", 42)

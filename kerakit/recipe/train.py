@@ -52,6 +52,10 @@ def resolve_train(section: Any, where: Where) -> dict:
                 cw, where.at("class_weight"), "'balanced' or a mapping of class index to weight"
             )
             for k, v in cw.items():
+                if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+                    raise where.at("class_weight", k).error(
+                        f"class_weight keys are class indices (0, 1, ...), got {S.show(k)}"
+                    )
                 S.check_number(v, where.at("class_weight", k), minimum=0)
         out["class_weight"] = copy.deepcopy(cw)
     return out

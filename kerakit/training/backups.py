@@ -259,7 +259,7 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
             for i, cb in enumerate(self.tracked):
                 stored = next((s for s in self._pending_state if s.get("index") == i), None)
                 if stored and stored.get("class") == type(cb).__name__:
-                    for key, value in stored.get("state", {}).items():
+                    for key, value in _tracked_state(stored.get("state")).items():
                         setattr(cb, key, value)
             self._pending_state = None
         self._epoch = epoch
@@ -285,12 +285,20 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
         if error is not None:
             raise error
 
+    def save_now(self, batch: int | None, logs: dict | None) -> Path | None:
+        """Back up now, mid-epoch, and wait for the write; the backup folder, or None when
+        nothing finite could be written (the previous backup stays)."""
+        before = self._seq
+        self._save(self._epoch, batch, logs, wait=True)
+        return self.backup_dir if self._seq != before else None
+
     def _save(self, epoch: int, batch: int | None, logs: dict | None, wait: bool = False) -> None:
         self.wait()  # one write at a time, in order
         loss = (logs or {}).get("loss")
         values = [_snapshot(v) for v in _state_variables(self.model)]
+        # The optimizer's variables too: a NaN learning rate in a backup diverges again on resume.
         if (loss is not None and not np.isfinite(float(loss))) or not all(
-            np.isfinite(v).all() for v in values[: len(self.model.weights)]
+            np.isfinite(v).all() for v in values if v.dtype.kind not in "iub"
         ):
             self.skipped_nonfinite += 1
             self._stopped_on_nan = True
@@ -342,8 +350,14 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
         finally:
             _WRITERS.discard(threading.current_thread())
 
-    def _prune(self) -> None:
-        for meta_path in self.backups()[self.keep :]:
+    def prune(self, keep: int | None = None) -> None:
+        """Delete all but the newest `keep` backups (default: the `keep` given when made), and
+        what killed writes left behind."""
+        self.wait()
+        self._prune(keep)
+
+    def _prune(self, keep: int | None = None) -> None:
+        for meta_path in self.backups()[keep or self.keep :]:
             stem = meta_path.name[: -len(".json")]
             with contextlib.suppress(OSError):
                 meta_path.unlink()  # metadata first: a half-pruned pair is never "valid"
@@ -363,6 +377,21 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
                 if _CKPT.match(path.name) or path.name.endswith(_WEIGHT_SUFFIXES):
                     with contextlib.suppress(OSError):
                         path.unlink()
+
+
+def _tracked_state(state: Any) -> dict:
+    """The best-so-far values of a stored backup that may be restored: only the known fields,
+    and only numbers or null (a backup's .json is a file like any other: it may be forged)."""
+    if not isinstance(state, dict):
+        return {}
+    out = {}
+    for key in _TRACKED_STATE:
+        value = state.get(key)
+        if key in state and (
+            value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        ):
+            out[key] = value
+    return out
 
 
 def _plain(value: Any) -> Any:

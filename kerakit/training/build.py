@@ -7,9 +7,10 @@ from collections.abc import Mapping
 
 from kerakit._compat import max_steps_per_execution
 from kerakit.augment import augmentation
-from kerakit.errors import DataError
-from kerakit.models import apply_compile, build_model, resolve_compile
+from kerakit.errors import data_error
+from kerakit.models import apply_compile, budget, build_model, resolve_compile
 from kerakit.recipe import Recipe
+from kerakit.training.callbacks import hooks_every_batch
 from kerakit.training.distribute import make_strategy
 
 
@@ -55,8 +56,13 @@ def make_strategy_for(recipe: Recipe):
     return make_strategy(recipe["train"], where=recipe.where.at("train"))
 
 
-def build_compiled(recipe: Recipe, bundle, *, strategy=None):
-    """Build and compile the recipe's model; returns (model, resolved compile section, notes)."""
+def build_compiled(recipe: Recipe, bundle, *, strategy=None, callbacks=()):
+    """Build and compile the recipe's model; returns (model, resolved compile section, notes).
+
+    `callbacks` are the callback objects given from Python: one that works per batch
+    makes an automatic `steps_per_execution` 1 (Keras calls per-batch hooks once per
+    block of steps).
+    """
     import keras
 
     policy, why = precision_policy(recipe)
@@ -77,6 +83,11 @@ def build_compiled(recipe: Recipe, bundle, *, strategy=None):
         if section.get("loss") == "sparse_categorical_crossentropy":
             section["loss"] = "categorical_crossentropy"
         notes.append("compile preset: multiclass_onehot (mixup/cutmix blend one-hot labels)")
+    per_batch = _per_batch_reason(recipe, callbacks)
+    if recipe["compile"].get("steps_per_execution", "auto") == "auto" and per_batch:
+        notes = [n for n in notes if not n.startswith("steps_per_execution:")]
+        section["steps_per_execution"] = 1
+        notes.append(f"steps_per_execution: 1 (auto: {per_batch} works every batch)")
     if strategy is not None:
         cap = max_steps_per_execution(strategy)
         if cap is not None and section["steps_per_execution"] > cap:
@@ -86,6 +97,18 @@ def build_compiled(recipe: Recipe, bundle, *, strategy=None):
     apply_compile(model, section, where=recipe.where.at("compile"))
     notes.append(f"precision: {policy} ({why})")
     return model, section, policy, notes
+
+
+def _per_batch_reason(recipe: Recipe, callbacks) -> str | None:
+    """What needs Keras's per-batch hooks called every batch, or None."""
+    for callback in callbacks:
+        if hooks_every_batch(callback):
+            return f"the callback {type(callback).__name__}"
+    for entry in recipe["train"]["callbacks"]:
+        ((name, kwargs),) = entry.items()
+        if isinstance((kwargs or {}).get("save_freq"), int):
+            return f"{name}(save_freq={kwargs['save_freq']})"
+    return None
 
 
 def _with_augmentation_inside(recipe: Recipe, model, aug):
@@ -105,15 +128,6 @@ def resolved_recipe(recipe: Recipe, compile_section: dict, policy: str) -> Recip
     train = dict(resolved["train"])
     train["precision"] = policy
     return resolved.replace("train", train)
-
-
-def needs_data_for_build(recipe: Recipe) -> bool:
-    model = recipe["model"]
-    if "sequential" in model:
-        return not model.get("input_shape")
-    if "transfer" in model:
-        return not (model["transfer"].get("head") or {}).get("classes")
-    return False
 
 
 def check_data_fits(recipe: Recipe, model, bundle) -> None:
@@ -153,10 +167,12 @@ def check_data_fits(recipe: Recipe, model, bundle) -> None:
         for x, _ in bundle.train.batch(4096):
             for part in tf.nest.flatten(x):
                 if part.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(part))):
-                    raise DataError(
-                        f"{recipe['data']['source']}: the training inputs hold NaN or infinite values; "
-                        "clean the data (or drop those rows) before training"
-                    )
+                    raise data_error(
+                        recipe.where.at("data"), "source",
+                        f"{recipe['data']['source']}: the training inputs hold NaN or infinite "
+                        "values; clean the data (or drop those rows) before training",
+                    )  # fmt: skip
+    budget.check_activations(model, recipe["data"]["batch_size"], where)
 
 
 def recipe_augmentation(recipe: Recipe):

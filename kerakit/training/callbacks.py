@@ -24,11 +24,11 @@ from typing import Any
 
 import keras
 
-from kerakit._compat import cache_keras_skipsets
+from kerakit._compat import cache_keras_skipsets, keep_compile_config
 from kerakit._files import atomic_path
-from kerakit.errors import NOWHERE, Where, did_you_mean
+from kerakit.errors import NOWHERE, KerakitError, Where, did_you_mean
 from kerakit.models.names import check_arguments, get_callback_class
-from kerakit.recipe.callbacks import PATH_KEYS, resolve_callbacks
+from kerakit.recipe.callbacks import PATH_KEYS, path_placeholders, resolve_callbacks
 from kerakit.report.history import HISTORY_FILE
 from kerakit.training.backups import SafeBackupAndRestore, weights_finite
 from kerakit.training.runfolder import BACKUP_DIR, BEST_MODEL, TENSORBOARD_DIR
@@ -40,23 +40,53 @@ class SafeModelCheckpoint(keras.callbacks.ModelCheckpoint):
     Same arguments as Keras's class. Each save goes to a temporary file
     beside the target, is fsynced and renamed over it, so a crash or a full
     disk during a save keeps the previous best model. A model with
-    non-finite weights is never written.
+    non-finite weights is never written, a `.h5` save leaves the model's
+    optimizer alone, and a path that formats to outside the run folder is refused.
     """
+
+    run_dir: Path | None = None  # make_callbacks sets it: every formatted path must stay inside
 
     def _save_model(self, epoch, batch, logs):
         filepath = self._get_file_path(epoch, batch, logs)
+        if self.run_dir is not None and not _inside(Path(filepath).resolve(), self.run_dir):
+            raise KerakitError(
+                f"ModelCheckpoint's filepath became {filepath}, outside the run folder "
+                f"{self.run_dir}; nothing was saved there"
+            )
         if not self._should_save_model(epoch, batch, logs, filepath):
             return
         if not weights_finite(self.model):
             return
         cache_keras_skipsets()
-        with atomic_path(filepath) as tmp:
+        with atomic_path(filepath) as tmp, keep_compile_config(self.model):
             if self.save_weights_only:
                 self.model.save_weights(tmp, overwrite=True)
-            else:
+            else:  # a legacy .h5 save must not strip the model's optimizer (kerakit._compat)
                 self.model.save(tmp, overwrite=True)
         if self.verbose > 0:
             print(f"\nEpoch {epoch + 1}: saved model to {filepath}")
+
+
+class ClampedProgbar(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar, never past its total.
+
+    With `steps_per_execution` above 1 Keras reports the last step of each block
+    of steps, past the end of a short epoch: the bar read `32/20` and a negative
+    ETA. This bar stops at the epoch's step count.
+    """
+
+    def _update_progbar(self, batch, logs=None):
+        if self.target is not None:
+            batch = min(batch, self.target - 1)
+        super()._update_progbar(batch, logs)
+
+
+def hooks_every_batch(callback: keras.callbacks.Callback) -> bool:
+    """Whether a callback does its work in per-batch hooks (which Keras calls once per
+    block of `steps_per_execution` steps)."""
+    base = keras.callbacks.Callback
+    names = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
+    return any(getattr(type(callback), n, None) is not getattr(base, n) for n in names)
 
 
 # Where each callback writes inside the run folder, unless the recipe says otherwise.
@@ -91,6 +121,25 @@ def _run_path(value: Any, run_dir: Path, where: Where) -> Path:
             "relative to it, such as 'best.keras'"
         )
     return path
+
+
+def _check_placeholders(
+    value: Any, monitor_names: set[str] | None, has_validation: bool, where: Where
+) -> None:
+    """ModelCheckpoint fills {epoch}, {batch} and logged values into its path: any other
+    name would fail at the first save, mid-training."""
+    if monitor_names is None or not isinstance(value, str):
+        return
+    logged = set(monitor_names) | ALWAYS_LOGGED
+    known = (
+        {"epoch", "batch"} | logged | ({f"val_{n}" for n in logged} if has_validation else set())
+    )
+    for field in path_placeholders(value):
+        if field not in known:
+            raise where.error(
+                f"{value!r}: {{{field}}} is never filled in{did_you_mean(field, known)}; "
+                f"placeholders: {', '.join(sorted(known))}"
+            )
 
 
 def _check_monitor(
@@ -162,7 +211,10 @@ def make_callbacks(
         check_arguments(cls, kwargs, at, name)
         key = PATH_KEYS.get(name)
         if key is not None:
-            kwargs[key] = str(_run_path(kwargs.get(key, DEFAULT_PATHS[name]), run_dir, at.at(key)))
+            value = kwargs.get(key, DEFAULT_PATHS[name])
+            if name == "ModelCheckpoint":
+                _check_placeholders(value, monitor_names, has_validation, at.at(key))
+            kwargs[key] = str(_run_path(value, run_dir, at.at(key)))
         if name == "CSVLogger":
             kwargs.setdefault("append", True)  # a resumed run continues its history
         if name == "BackupAndRestore" and recipe is not None:
@@ -181,6 +233,7 @@ def make_callbacks(
             raise at.error(f"Keras refused the arguments of {name}: {e}") from None
         if name == "ModelCheckpoint":
             checkpoints.append((Path(kwargs["filepath"]), at))
+            callback.run_dir = run_dir.resolve()
         if isinstance(callback, SafeBackupAndRestore):
             backups.append(callback)
             backup_dirs.append((callback.backup_dir.resolve(), at))

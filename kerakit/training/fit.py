@@ -18,10 +18,16 @@ from kerakit.report.history import HISTORY_FILE, trim_history
 from kerakit.saving import save_model
 from kerakit.training.backups import SafeBackupAndRestore
 from kerakit.training.build import recipe_augmentation
-from kerakit.training.callbacks import make_callbacks
+from kerakit.training.callbacks import ClampedProgbar, make_callbacks
 from kerakit.training.distribute import global_batch_size, shard_options
-from kerakit.training.guards import DivergenceWatch, StopOnSignal
-from kerakit.training.runfolder import METRICS_FILE, read_history, write_run_json
+from kerakit.training.guards import DivergenceWatch, KeepCompileConfig, StopOnSignal
+from kerakit.training.runfolder import (
+    BACKUP_DIR,
+    METRICS_FILE,
+    STAGE2_BACKUP_DIR,
+    read_history,
+    write_run_json,
+)
 from kerakit.training.transfer import fit_transfer
 
 
@@ -51,6 +57,17 @@ def _probe(recipe: Recipe, bundle, strategy):
     return make_pipeline(split.take(recipe["data"]["batch_size"]), training=False, cache=False,
                          batch_size=global_batch_size(recipe["data"]["batch_size"], strategy),
                          label_mode=pipeline_label_mode(recipe["compile"]["preset"]), num_classes=bundle.num_classes)  # fmt: skip
+
+
+def check_callbacks(recipe: Recipe, model, bundle) -> None:
+    """Build the recipe's callbacks as `fit` would, into a throwaway folder (for `check`)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="kerakit-check-") as tmp:
+        names = _monitor_names(model, _probe(recipe, bundle, None))
+        make_callbacks(recipe["train"]["callbacks"], run_dir=tmp, monitor_names=names,
+                       has_validation=bundle.val is not None,
+                       where=recipe.where.at("train", "callbacks"), recipe=resume_parts(recipe))  # fmt: skip
 
 
 def _monitor_names(model, ds) -> set[str]:
@@ -85,7 +102,8 @@ def _callbacks(recipe: Recipe, model, path: Path, train_ds, val_ds, *, first=(),
     trim_history(path / HISTORY_FILE, start_epoch if resume_at is None else resume_at)
     hint = f"Resume with the same `kerakit train` command, or --resume {path}."
     # `first` run before CSVLogger sees the logs; the signal stop runs after the backup.
-    return [*first, DivergenceWatch(path), *callbacks, *extra, StopOnSignal(backup, hint)]
+    return [*first, ClampedProgbar(), DivergenceWatch(path), *callbacks, *extra,
+            KeepCompileConfig(), StopOnSignal(backup, hint)]  # fmt: skip
 
 
 def fit(
@@ -126,11 +144,19 @@ def finish(
             k: float(v) for k, v in model.evaluate(test_ds, verbose=0, return_dict=True).items()
         }
         print_fn("test: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        bad = [k for k, v in metrics.items() if not np.isfinite(v)]
+        if bad:
+            print_fn(
+                f"{METRICS_FILE}: {', '.join(bad)} not finite, stored as null (JSON has no NaN)"
+            )
     write_run_json(path / METRICS_FILE, metrics)
     if recipe["augment"] and recipe["augment"].get("placement") == "model":
         model = strip_augmentation(model)  # the exported model carries no augmentation
     saved = save_model(model, path, recipe["output"]["formats"])
     print_fn("saved: " + ", ".join(str(p) for p in saved.values()))
+    for folder in (path / BACKUP_DIR, path / STAGE2_BACKUP_DIR):
+        # a finished run needs its newest backup only (to continue it with more epochs)
+        SafeBackupAndRestore(folder).prune(keep=1)
     _pictures(model, bundle, path, history, metrics, recipe, print_fn=print_fn)
     return metrics
 

@@ -4,6 +4,7 @@ first non-finite loss saving nothing non-finite (Keras has neither)."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from pathlib import Path
 
@@ -35,6 +36,7 @@ class StopOnSignal(keras.callbacks.Callback):
         self.resume_hint = resume_hint
         self.received: int | None = None
         self._previous: dict = {}
+        self._epoch = 0
 
     def _handler(self, signum, frame):
         if self.received is not None:  # a second signal: do not wait for the batch
@@ -61,22 +63,64 @@ class StopOnSignal(keras.callbacks.Callback):
                 self._previous[signum] = signal.signal(signum, self._handler)
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.received is None:
-            return
+        if self.received is not None:  # mid-epoch: a backup of this batch first
+            saved = self.backup.save_now(batch, logs) if self.backup is not None else None
+            self._stop(f"during epoch {self._epoch + 1}", saved)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        # A signal during validation (after the last training batch) lands here; the
+        # epoch's backup was written just before (the backup callback runs first).
+        if self.received is not None:
+            saved = None
+            if self.backup is not None:
+                self.backup.wait()  # the epoch's backup, written in the background, is complete
+                saved = self.backup.backup_dir
+            self._stop(f"after epoch {epoch + 1}", saved)
+
+    def _stop(self, when: str, saved) -> None:
         import signal
 
         self._restore()
-        saved = ""
-        if self.backup is not None:
-            self.backup._save(self.backup._epoch, batch, logs, wait=True)
-            saved = f"; a backup was written to {self.backup.backup_dir}"
         self.model.stop_training = True
         name = signal.Signals(self.received).name
-        raise TrainingInterrupted(f"stopped by {name} during epoch {self.backup._epoch + 1 if self.backup else '?'}"
-                                  f"{saved}. {self.resume_hint}".strip(), self.received)  # fmt: skip
+        note = f"; a backup was written to {saved}" if saved else ""
+        raise TrainingInterrupted(
+            f"stopped by {name} {when}{note}. {self.resume_hint}".strip(), self.received
+        )
 
     def on_train_end(self, logs=None):
         self._restore()
+        if self.received is not None:  # after the last epoch's end: still an interruption
+            self._stop("at the end of training", None)
+
+
+class KeepCompileConfig(keras.callbacks.Callback):
+    """Puts back the model's compile config if a save during training changed it.
+
+    A legacy `.h5` save strips the optimizer from the live model's compile config
+    (Keras 3.15; kerakit._compat.keep_compile_config). kerakit's own savers guard
+    against it; this catches the saves of callbacks given from Python, at every
+    epoch's end and at the end of training, before the run's model is saved.
+    """
+
+    def on_train_begin(self, logs=None):
+        config = getattr(getattr(self.model, "_compile_config", None), "config", None)
+        self._kept = copy.deepcopy(config) if config is not None else None
+
+    def _put_back(self) -> None:
+        compile_config = getattr(self.model, "_compile_config", None)
+        if self._kept is not None and compile_config is not None:
+            if compile_config.config != self._kept:
+                compile_config.config = copy.deepcopy(self._kept)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._put_back()
+
+    def on_train_end(self, logs=None):
+        self._put_back()
 
 
 class DivergenceWatch(keras.callbacks.Callback):

@@ -29,18 +29,21 @@ from kerakit.training.build import (
     build_compiled,
     check_data_fits,
     make_strategy_for,
-    needs_data_for_build,
     resolved_recipe,
     set_seeds,
 )
 from kerakit.training.distribute import describe_strategy, is_chief, remove_worker_dir, worker_dir
-from kerakit.training.fit import finish, fit
+from kerakit.training.fit import check_callbacks, finish, fit
 from kerakit.training.runfolder import (
     CLASSES_FILE,
     ENV_FILE,
+    INPUTS_FILE,
     NORMALIZATION_FILE,
     RECIPE_FILE,
     RUN_FILE,
+    RunLock,
+    check_output_dir,
+    clean_partial_writes,
     environment,
     kept_recipe,
     read_json,
@@ -118,13 +121,22 @@ class Run:
 def check(recipe: Recipe | str | Mapping, *, overrides=None, print_fn=print) -> Any:
     """Validate a recipe, build and compile its model, and print what would run (no training).
 
+    The dry run of `train`: it loads the data (not for source `arrays`), builds and
+    compiles the model, and refuses every data/model mismatch and every callback
+    mistake that `train` would refuse before its first epoch, with the same message.
+
     Returns the compiled model.
     """
     recipe = load_recipe(recipe, overrides=overrides)
-    bundle = None
-    if recipe["data"]["source"] != "arrays" and needs_data_for_build(recipe):
-        bundle = load_recipe_data(recipe)
+    check_output_dir(recipe)
+    bundle = None if recipe["data"]["source"] == "arrays" else load_recipe_data(recipe)
     model, section, policy, notes = build_compiled(recipe, bundle)
+    if bundle is not None:
+        resolved = resolved_recipe(recipe, section, policy)
+        if bundle.spec:
+            resolved = resolved.replace("data", bundle.spec)
+        check_data_fits(resolved, model, bundle)
+        check_callbacks(resolved, model, bundle)
     model.summary(print_fn=lambda line, *a, **k: print_fn(line))
     params = model.count_params()
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
@@ -193,7 +205,9 @@ def train(
     set_seeds(recipe)
     bundle = load_recipe_data(recipe, x=x, y=y, validation_data=validation_data)
     with strategy.scope():
-        model, compile_section, policy, notes = build_compiled(recipe, bundle, strategy=strategy)
+        model, compile_section, policy, notes = build_compiled(
+            recipe, bundle, strategy=strategy, callbacks=callbacks or ()
+        )
     for note in notes + [f"distribute: {describe_strategy(strategy)}"]:
         print_fn(note)
     resolved = resolved_recipe(recipe, compile_section, policy)
@@ -202,11 +216,14 @@ def train(
     check_data_fits(resolved, model, bundle)  # before any run folder is made
     chief = is_chief(strategy)
     path, resuming = run_folder(resolved, resume=resume, new=new, print_fn=print_fn, create=chief)
+    lock = RunLock(path).acquire() if chief else None  # one trainer per run folder
     path = worker_dir(path, strategy)  # other workers write to a temporary folder (TF's guide)
     try:
         return _train_in(resolved, model, bundle, path, resuming, strategy, policy, command, verbose, print_fn,
                          list(callbacks or []))  # fmt: skip
     finally:
+        if lock is not None:
+            lock.release()
         if not chief:
             remove_worker_dir(path, strategy)
 
@@ -214,6 +231,8 @@ def train(
 def _train_in(
     resolved, model, bundle, path, resuming, strategy, policy, command, verbose, print_fn, extra
 ) -> Run:
+    if resuming:
+        clean_partial_writes(path)  # what a killed run's atomic writes left behind
     info = read_json(path / RUN_FILE) if resuming else {}
     info.update(status="running", fingerprint=resolved.fingerprint(), name=resolved.name,
                 started=info.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S"))  # fmt: skip
@@ -224,6 +243,8 @@ def _train_in(
         write_run_json(path / CLASSES_FILE, list(bundle.class_names))
     if bundle.stats:
         write_run_json(path / NORMALIZATION_FILE, bundle.stats)
+    if bundle.value_range is not None:  # what `kerakit predict` maps image files to
+        write_run_json(path / INPUTS_FILE, {"value_range": bundle.value_range})
 
     try:
         history = fit(

@@ -8,8 +8,10 @@ run is found again, and the small JSON files kept in them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,6 +33,7 @@ RECIPE_FILE = "recipe.resolved.yaml"  # the resolved recipe, data files by absol
 ENV_FILE = "env.json"  # versions, devices, seed, command
 CLASSES_FILE = "classes.json"
 NORMALIZATION_FILE = "normalization.json"  # data.normalize's mean and std
+INPUTS_FILE = "inputs.json"  # the raw training inputs' value range (for predict on image files)
 METRICS_FILE = "metrics.json"  # test metrics
 EVALUATE_FILE = "evaluate.json"  # what `kerakit evaluate RUN` measured
 BEST_MODEL = "best.keras"  # ModelCheckpoint's default
@@ -40,7 +43,7 @@ STAGE1_FILE = "stage1.json"  # a two-stage transfer run: stage 1 done, its epoch
 STAGE1_WEIGHTS = "stage1.weights.h5"
 STAGE2_BACKUP_DIR = "backup-stage2"
 FEATURES_DIR = "features"  # cached backbone features of stage 1
-__all__ = ["HISTORY_FILE"]  # and every name above; HISTORY_FILE lives with history.csv's reader
+LOCK_FILE = ".lock"  # held by the process training in the folder
 
 
 def write_run_json(path: Path, value: Any) -> None:
@@ -85,6 +88,7 @@ def run_folder(recipe: Recipe, *, resume: str | os.PathLike | None = None, new: 
     folder ``output.dir/NAME/YYYYmmdd-HHMMSS`` is made.
     """
     base = Path(recipe["output"]["dir"]) / recipe.name
+    check_output_dir(recipe)
     if resume is not None:
         path = Path(resume)
         info = read_json(path / RUN_FILE)
@@ -108,14 +112,98 @@ def run_folder(recipe: Recipe, *, resume: str | os.PathLike | None = None, new: 
                     print_fn(f"resuming the interrupted run {path} (pass --new to start afresh)")
                     return path, True
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = base / stamp
-    n = 1
-    while path.exists():
-        n += 1
-        path = base / f"{stamp}-{n}"
-    if create:  # (not on a non-chief worker, which writes to a temporary folder)
-        path.mkdir(parents=True)
-    return path, False
+    for n in range(1, 10_000):
+        path = base / (stamp if n == 1 else f"{stamp}-{n}")
+        if not create:  # (a non-chief worker writes to a temporary folder instead)
+            if not path.exists():
+                return path, False
+            continue
+        try:
+            path.mkdir(parents=True)  # not exist_ok: two trainers never share a new folder
+            return path, False
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise recipe.where.at("output", "dir").error(
+                f"cannot make the run folder {path}: {exc.strerror or exc}; set output.dir to a "
+                "folder you can write to"
+            ) from None
+    raise ResumeError(f"{base} has too many runs started in the second {stamp}")
+
+
+class RunLock:
+    """An OS-level lock on a run folder, held while a process trains in it.
+
+    It dies with its process (`flock`), so a kill -9 never leaves a folder locked;
+    a second trainer of the same folder is refused, naming the holder. Where the
+    OS has no `flock` (Windows), runs are not locked.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path) / LOCK_FILE
+        self._file = None
+
+    def acquire(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held until release)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read(200).strip() or "another process"
+            handle.close()
+            raise ResumeError(
+                f"{self.path.parent} is in use by {holder}: two trainers cannot share a run "
+                "folder; wait for it to end (or stop it), or start a new run with --new"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"kerakit process {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+        handle.flush()
+        self._file = handle
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            self._file.close()  # closing drops the flock
+            self._file = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def clean_partial_writes(path: Path) -> list[Path]:
+    """Remove what killed atomic writes left behind (`.tmp-*`, `.old-*`); returns them.
+    Call it holding the run folder's lock: no writer of this run is alive then."""
+    removed = []
+    for stray in [*path.rglob(".tmp-*"), *path.rglob(".old-*")]:
+        if stray.is_dir():
+            shutil.rmtree(stray, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                stray.unlink()
+        removed.append(stray)
+    return removed
+
+
+def check_output_dir(recipe: Recipe) -> None:
+    """Refuse an `output.dir` that is a file, or sits under one (what `train` would fail on)."""
+    folder = Path(recipe["output"]["dir"]).absolute()
+    for parent in [folder, *folder.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise recipe.where.at("output", "dir").error(
+                    f"{parent} is a file, not a folder; set output.dir to a folder"
+                )
+            return
 
 
 def environment(recipe: Recipe, command, policy: str, strategy=None) -> dict:

@@ -363,7 +363,7 @@ def test_csv_string_target(tmp_path):
     assert bundle.sizes == {"train": 21, "val": 3, "test": 6}
     x, _ = arrays(bundle.train)
     np.testing.assert_allclose(x.mean(0), 0, atol=1e-5)
-    with pytest.raises(DataError, match="row 2, column 'kind': 'cat' is not a number"):
+    with pytest.raises(DataError, match="row 2, column 'kind': the cell is not a number"):
         load_data({"source": "csv:t.csv", "target": "b"}, base_dir=tmp_path)
     numbers = ["a,b"] + [f"{i},{i * 2.5}" for i in range(30)]
     (tmp_path / "n.csv").write_text("\n".join(numbers))
@@ -479,3 +479,108 @@ def test_flatten_gives_vectors_for_an_mlp():
     x, _ = next(iter(bundle.train.batch(4)))
     assert x.shape == (4, 64)
     assert bundle.preprocess(np.zeros((2, 8, 8, 1), "float32")).shape == (2, 64)
+
+
+# ---------------------------------------------------------------- careless and hostile data
+
+
+def test_images_of_several_sizes_need_an_image_size(tmp_path):
+    write_images(tmp_path / "mixed", {"cat": 3})
+    write_images(tmp_path / "mixed", {"dog": 2}, size=(20, 7))
+    with pytest.raises(DataError, match=r"differ in size.*10x12 \(3 images\).*20x7 \(2 images\)"
+                       r".*image_size: \[H, W\].*\[10, 12\]") as err:  # fmt: skip
+        load_data({"source": "directory:mixed"}, base_dir=tmp_path, where=HERE)
+    assert "recipe.yaml:3:1: data.image_size" in str(err.value)
+    bundle = load_data({"source": "directory:mixed", "image_size": [8, 8], "validation_split": 0,
+                        "test_split": 0}, base_dir=tmp_path)  # fmt: skip
+    assert bundle.input_shape == (8, 8, 3)
+
+
+def _png_that_pil_verifies_but_cannot_decode(path):
+    """Valid chunks and CRCs (PIL's verify passes), but IDAT holds no zlib stream."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", 10, 12, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", b"not zlib at all" * 4) + chunk(b"IEND", b""))  # fmt: skip
+
+
+def test_an_image_that_only_pil_can_open_is_named_before_training(tmp_path):
+    write_images(tmp_path / "imgs", {"cat": 3, "dog": 3})
+    bad = tmp_path / "imgs" / "dog" / "odd.png"
+    _png_that_pil_verifies_but_cannot_decode(bad)
+    with Image.open(bad) as im:
+        im.verify()  # PIL is satisfied
+    with pytest.raises(DataError, match=r"cannot read image .*odd.png"):
+        load_data({"source": "directory:imgs"}, base_dir=tmp_path)
+
+
+def test_a_huge_class_label_is_refused_before_building_class_names(tmp_path):
+    y = np.zeros(20, "int64")
+    y[3] = 10**9
+    np.savez(tmp_path / "d.npz", x_train=np.zeros((20, 4), "float32"), y_train=y)
+    start = time.monotonic()
+    with pytest.raises(DataError, match=r"class label is 1000000000.*1,000,000,001 classes"):
+        load_data({"source": "npz:d.npz"}, base_dir=tmp_path, where=HERE)
+    assert time.monotonic() - start < 5
+
+
+def test_negative_labels_name_the_recipe_position(tmp_path):
+    np.savez(tmp_path / "d.npz", x_train=np.zeros((8, 2), "float32"), y_train=-np.ones(8, "int64"))
+    with pytest.raises(DataError, match=r"recipe.yaml:3:1: data.source: class labels must be 0"):
+        load_data({"source": "npz:d.npz"}, base_dir=tmp_path, where=HERE)
+
+
+def test_a_garbage_npz_is_a_data_error(tmp_path):
+    (tmp_path / "d.npz").write_bytes(b"PK\x03\x04" + b"\x00" * 40)
+    with pytest.raises(DataError, match=r"cannot read .*d.npz as an .npz file"):
+        load_data({"source": "npz:d.npz"}, base_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ("a,b,y\n1,2,0\n3,4,caf\xe9\n".encode("latin-1"), "is not UTF-8 text"),
+        (b"a,y\n" + b"1" * 140_000 + b",0\n", "not a CSV kerakit can read"),
+    ],
+)
+def test_unreadable_csvs_are_data_errors(tmp_path, content, words):
+    (tmp_path / "t.csv").write_bytes(content)
+    with pytest.raises(DataError, match=words):
+        load_data({"source": "csv:t.csv", "target": "y"}, base_dir=tmp_path)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    rows = "a,b,y\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(20))
+    (tmp_path / "t.csv").write_bytes(b"\xef\xbb\xbf" + rows.encode())
+    bundle = load_data({"source": "csv:t.csv", "target": "y"}, base_dir=tmp_path)
+    assert bundle.input_shape == (2,)
+
+
+def test_errors_never_quote_the_contents_of_a_file(tmp_path):
+    secret = "root:x:0:0:root:/root:/bin/bash"
+    (tmp_path / "private").write_text(f"{secret}\n{secret}\n")
+    with pytest.raises(DataError) as err:
+        load_data({"source": "csv:private", "target": "y"}, base_dir=tmp_path)
+    assert "/bin/bash" not in str(err.value) and "does not look like a CSV header" in str(err.value)
+    (tmp_path / "t.csv").write_text("a,y\nhunter2,1\n4,0\n")
+    with pytest.raises(DataError, match=r"row 2, column 'a': the cell is not a number") as err:
+        load_data({"source": "csv:t.csv", "target": "y"}, base_dir=tmp_path)
+    assert "hunter2" not in str(err.value)
+
+
+def test_the_raw_value_range_of_image_inputs_is_recorded():
+    assert load_data({"source": "digits"}).value_range == [0.0, 16.0]
+    x = np.arange(2 * 4 * 4).reshape(2, 4, 4).astype("uint8")
+    bundle = load_data({"source": "arrays", "test_split": 0, "validation_split": 0},
+                       x=x, y=np.array([0, 1]))  # fmt: skip
+    assert bundle.value_range == [0, 255]
+    tabular = load_data({"source": "arrays", "test_split": 0, "validation_split": 0},
+                        x=np.ones((4, 3), "float32"), y=np.array([0, 1, 0, 1]))  # fmt: skip
+    assert tabular.value_range is None

@@ -69,6 +69,9 @@ def test_digits_learns_and_leaves_a_complete_run_folder(digits_run):
     assert json.loads((run.path / "metrics.json").read_text())["accuracy"] == pytest.approx(
         run.metrics["accuracy"]
     )
+    assert len(list((run.path / "backup").glob("ckpt-*.json"))) == 1  # a finished run keeps one
+    assert json.loads((run.path / "inputs.json").read_text()) == {"value_range": [0.0, 16.0]}
+    assert not list(run.path.glob(".lock")) and not list(run.path.rglob(".tmp-*"))
 
 
 def test_resolved_recipe_reproduces_the_model(digits_run):
@@ -463,3 +466,21 @@ def test_regression_on_a_csv_trains_and_predicts(tmp_path, capsys):
     assert main(["predict", str(run_dir), str(tmp_path / "q.csv")]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 2 and out[0].startswith("q.csv[0]: ")
+
+
+def test_predict_on_png_files_maps_pixels_to_the_training_range(digits_run, tmp_path):
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from kerakit.inference import predict_files
+
+    images = load_digits().images[:8]  # 0..16, as the run trained on
+    files = []
+    for i, image in enumerate(images):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.round(image * 255 / 16).astype("uint8")).save(path)
+        files.append(str(path))
+    rows = predict_files(digits_run.path, files, print_fn=lambda *a: None)
+    from_files = [r["top"][0]["class"] for r in rows]
+    from_arrays = np.argmax(kk.predict(digits_run.path, images[..., None]), axis=1).astype(str)
+    assert from_files == list(from_arrays)

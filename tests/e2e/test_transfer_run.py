@@ -63,11 +63,17 @@ def test_two_stages_in_one_run_and_reload(image_folder, monkeypatch):
     assert reloaded.input_shape == (None, 32, 32, 3)
 
 
+def _mock_flowers(*args):
+    """`kerakit check` reads the data: tf_flowers from tfds's own mock, offline."""
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=20):
+        return main(["check", str(CONFIGS / "flowers_vgg16.yaml"), "--set", "data.download=false",
+                     *args])  # fmt: skip
+
+
 def test_check_prints_trainable_per_stage(capsys):
-    assert (
-        main(["check", str(CONFIGS / "flowers_vgg16.yaml"), "--set", "model.transfer.weights=none"])
-        == 0
-    )
+    assert _mock_flowers("--set", "model.transfer.weights=none") == 0
     out = capsys.readouterr().out
     assert "stage 1" in out and "stage 2" in out and "block5_conv1" in out
 
@@ -108,14 +114,7 @@ def test_weights_imagenet_offline_fails_fast(capsys, tmp_path):
     import time
 
     start = time.time()
-    rc = main(
-        [
-            "check",
-            str(CONFIGS / "flowers_vgg16.yaml"),
-            "--set",
-            "model.transfer.input_shape=[32, 32, 3]",
-        ]
-    )
+    rc = _mock_flowers("--set", "model.transfer.input_shape=[32, 32, 3]")
     if rc == 0:
         pytest.skip("ImageNet weights are cached or the network is reachable here")
     assert rc == 2 and time.time() - start < 30

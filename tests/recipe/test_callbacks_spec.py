@@ -42,11 +42,11 @@ def test_overrides_drop_and_add():
             "bundle": "standard",
             "EarlyStopping": {"patience": 9},
             "ReduceLROnPlateau": False,
-            "LearningRateScheduler": None,
+            "TensorBoard": None,
         }
     )
     names = [next(iter(e)) for e in spec]
-    assert "ReduceLROnPlateau" not in names and names[-1] == "LearningRateScheduler"
+    assert "ReduceLROnPlateau" not in names and names[-1] == "TensorBoard"
     assert spec[0] == {"EarlyStopping": {"patience": 9, "restore_best_weights": True}}
     assert resolve_callbacks(["TerminateOnNaN", {"EarlyStopping": {"patience": 2}}]) == [
         {"TerminateOnNaN": {}},
@@ -75,3 +75,45 @@ def test_bad_specs_say_where_and_what(value, text):
     with pytest.raises(RecipeError, match=text) as err:
         resolve_callbacks(value, where)
     assert "r.yaml:7:3" in str(err.value) and "train.callbacks" in str(err.value)
+
+
+# ---------------------------------------------------------------- hostile callback specs
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "{epoch.__doc__[3]}/victim.keras",  # an attribute lookup spells any character
+        "{epoch[0]}.keras",
+        "best-{epoch!r}.keras",
+        "best-{epoch:{width}}.keras",
+        "best-{.keras",
+    ],
+)
+def test_a_checkpoint_path_holds_plain_placeholders_only(path):
+    with pytest.raises(RecipeError, match="train.callbacks") as err:
+        resolve_callbacks(
+            [{"ModelCheckpoint": {"filepath": path}}], Where(path=("train", "callbacks"))
+        )
+    assert "placeholder" in str(err.value) or "template" in str(err.value)
+
+
+@pytest.mark.parametrize("path", ["best-{epoch:02d}-{val_loss:.3f}.keras", "best.keras", "logs"])
+def test_plain_placeholders_are_kept(path):
+    assert resolve_callbacks([{"ModelCheckpoint": {"filepath": path}}])[0]["ModelCheckpoint"] == {
+        "filepath": path
+    }
+
+
+@pytest.mark.parametrize("name", ["LambdaCallback", "LearningRateScheduler", "RemoteMonitor"])
+def test_callbacks_that_run_code_or_reach_the_network_are_refused_in_a_recipe(name):
+    with pytest.raises(RecipeError, match=f"{name} cannot be used in a recipe.*kk.train"):
+        resolve_callbacks([{name: {"schedule": "lambda e: 0.1"}}])
+    with pytest.raises(RecipeError, match=name):
+        resolve_callbacks({"bundle": "minimal", name: {}})
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_callback_arguments_are_refused(value):
+    with pytest.raises(RecipeError, match="factor.*give a finite number"):
+        resolve_callbacks([{"ReduceLROnPlateau": {"factor": value}}])

@@ -258,7 +258,7 @@ BAD = [
         "name: ../../etc\n" + BASE_DATA + "model: {sequential: [Flatten]}\n",
         "1:7",
         "name",
-        "no '/' or '..'",
+        "no '/', '..'",
     ),
     (
         "deterministic_yes",
@@ -401,3 +401,22 @@ def test_invalid_utf8_is_located(tmp_path):
 def test_missing_file():
     with pytest.raises(RecipeError, match="not found"):
         load_recipe("no/such/recipe.yaml")
+
+
+# ---------------------------------------------------------------- names and class weights
+
+
+@pytest.mark.parametrize("name", ["abc\n", "a" * 101, "a/b", ".."])
+def test_run_names_that_cannot_name_a_folder_are_refused(name):
+    with pytest.raises(RecipeError, match="cannot be a run name"):
+        load_recipe(
+            {"name": name, "data": {"source": "digits"}, "model": {"sequential": ["Flatten"]}}
+        )
+
+
+@pytest.mark.parametrize("key", ["abc", -1, True])
+def test_class_weight_keys_are_class_indices(key):
+    recipe = {"data": {"source": "digits"}, "model": {"sequential": ["Flatten"]},
+              "train": {"class_weight": {key: 1.0}}}  # fmt: skip
+    with pytest.raises(RecipeError, match="class_weight keys are class indices"):
+        load_recipe(recipe)

@@ -290,3 +290,38 @@ def test_kill_9_at_20_random_moments_always_resumes(tmp_path):
     result = _kill_and_resume(tmp_path, kills=20, seed=2)
     print(f"kill -9 trials: {result['kills']}, backups loadable after: {result['resumable']}")
     assert result["resumable"] == 20
+
+
+def test_a_forged_backup_restores_only_the_known_numeric_fields(tmp_path):
+    from kerakit.training.backups import SafeBackupAndRestore
+    from kerakit.training.callbacks import make_callbacks
+
+    model, x, y = _tiny()
+    spec = [{"ModelCheckpoint": {"save_best_only": True}}, {"BackupAndRestore": {}}]
+    cbs = make_callbacks(spec, run_dir=tmp_path, has_validation=False)
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=cbs)
+    meta_path = SafeBackupAndRestore(tmp_path / "backup").backups()[0]
+    meta = json.loads(meta_path.read_text())
+    meta["callbacks"][0]["state"].update(filepath=str(tmp_path.parent / "elsewhere.keras"),
+                                         best="not a number", wait=True)  # fmt: skip
+    meta_path.write_text(json.dumps(meta))
+    model2, _, _ = _tiny()
+    cbs2 = make_callbacks(spec, run_dir=tmp_path, has_validation=False)
+    model2.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=cbs2)
+    assert cbs2[0].filepath == str((tmp_path / "best.keras").resolve())
+    assert not (tmp_path.parent / "elsewhere.keras").exists()
+    assert isinstance(cbs2[0].best, float) and np.isfinite(cbs2[0].best)
+
+
+def test_a_nan_learning_rate_never_reaches_a_backup(tmp_path):
+    from kerakit.training.backups import SafeBackupAndRestore
+
+    model, x, y = _tiny()
+    backup = SafeBackupAndRestore(tmp_path / "b")
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[backup])
+    model.optimizer.learning_rate.assign(float("nan"))
+    model.fit(
+        x, y, epochs=1, batch_size=16, verbose=0, callbacks=[SafeBackupAndRestore(tmp_path / "b")]
+    )
+    newest = SafeBackupAndRestore(tmp_path / "b").backups()[0]
+    assert json.loads(newest.read_text())["epoch"] == 1  # the finite one, from the first fit

@@ -65,3 +65,71 @@ def test_bad_callbacks_are_caught_before_training(tmp_path, spec, text):
             where=where,
         )
     assert "train.callbacks[" in str(err.value)
+
+
+# ---------------------------------------------------------------- paths, progress, per-batch work
+
+
+def test_checkpoint_placeholders_must_be_filled_in(tmp_path):
+    from kerakit.training.callbacks import make_callbacks
+
+    spec = [{"ModelCheckpoint": {"filepath": "best-{nope}.keras"}}]
+    with pytest.raises(RecipeError, match=r"\{nope\} is never filled in.*placeholders: .*epoch"):
+        make_callbacks(spec, run_dir=tmp_path, monitor_names={"loss"}, has_validation=False)
+    ok = [{"ModelCheckpoint": {"filepath": "best-{epoch:02d}-{loss:.2f}.keras"}}]
+    make_callbacks(ok, run_dir=tmp_path, monitor_names={"loss"}, has_validation=False)
+
+
+def test_a_checkpoint_path_that_formats_outside_the_run_folder_is_refused(tmp_path):
+    import keras
+    import numpy as np
+
+    from kerakit.errors import KerakitError
+    from kerakit.training.callbacks import SafeModelCheckpoint
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    checkpoint = SafeModelCheckpoint(str(tmp_path / "victim.keras"))
+    checkpoint.run_dir = (tmp_path / "run").resolve()
+    with pytest.raises(KerakitError, match="outside the run folder"):
+        model.fit(np.ones((4, 2)), np.ones((4, 1)), epochs=1, verbose=0, callbacks=[checkpoint])
+    assert not (tmp_path / "victim.keras").exists()
+
+
+def test_the_progress_bar_never_passes_its_total(tmp_path, capsys):
+    import numpy as np
+
+    import kerakit as kk
+
+    x = np.random.default_rng(0).normal(size=(40, 3)).astype("float32")
+    kk.train({"name": "bar", "data": {"source": "arrays", "batch_size": 2, "test_split": 0,
+              "validation_split": 0}, "model": {"sequential": [{"Dense": {"units": 1}}]},
+              "train": {"epochs": 2, "callbacks": "none", "verbose": 1},
+              "output": {"dir": str(tmp_path)}}, x=x, y=x.sum(1))  # fmt: skip
+    out = capsys.readouterr().out
+    assert "20/20" in out and "32/20" not in out and "-" not in out.split("20/20")[0][-40:]
+
+
+def test_a_callback_working_every_batch_gets_steps_per_execution_1(tmp_path, capsys):
+    import keras
+    import numpy as np
+
+    import kerakit as kk
+
+    batches = []
+
+    class PerBatch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            batches.append(batch)
+
+    x = np.ones((40, 3), "float32")
+    run = kk.train({"name": "pb", "data": {"source": "arrays", "batch_size": 4, "test_split": 0,
+                    "validation_split": 0}, "model": {"sequential": [{"Dense": {"units": 1}}]},
+                    "train": {"epochs": 1, "callbacks": "none"}, "output": {"dir": str(tmp_path)}},
+                   x=x, y=x.sum(1), callbacks=[PerBatch()], verbose=0)  # fmt: skip
+    assert batches == list(range(10))
+    assert run.recipe["compile"]["steps_per_execution"] == 1
+    assert (
+        "steps_per_execution: 1 (auto: the callback PerBatch works every batch)"
+        in capsys.readouterr().out
+    )
