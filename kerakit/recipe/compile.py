@@ -4,7 +4,8 @@ A preset fills `optimizer`, `loss` and `metrics`; anything the recipe (or the
 caller) gives overrides it. `activation`/`units` say which output layer the
 preset expects, which is how a preset is inferred when none is given.
 Optimizer, loss and metric names are checked against Keras while compiling
-(`kerakit.models.compile`).
+(`kerakit.models.compile`), and a misspelled one already here, from the index of
+Keras's names when there is one (`kerakit.recipe.keras_names`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kerakit.errors import Where
+from kerakit.recipe import keras_names
 from kerakit.recipe import schema as S
 from kerakit.recipe.registry import Registry
 
@@ -159,7 +161,32 @@ def resolve_compile_section(section: Any, where: Where) -> dict:
     if jit != "auto":
         S.check_bool(jit, where.at("jit_compile"))
     out["jit_compile"] = jit
+    _check_keras_names(out, where)
     return out
+
+
+def _check_keras_names(out: dict, where: Where) -> None:
+    """Keras's names of the optimizer, losses and metrics, walked as
+    kerakit.models.compile.apply_compile walks them."""
+    if (names := keras_names.checker()) is None:
+        return
+
+    def walk(value: Any, kind: str, w: Where, many: bool) -> None:
+        if by_output(value):
+            for key, v in value.items():
+                walk(v, kind, w.at(key), many)
+        elif many and isinstance(value, list):
+            for i, v in enumerate(value):
+                names.check_name(kind, v, w.at(i))
+        else:
+            names.check_name(kind, value, w)
+
+    if "optimizer" in out:
+        names.check_name("optimizer", out["optimizer"], where.at("optimizer"))
+    if out.get("loss") is not None:
+        walk(out["loss"], "loss", where.at("loss"), many=False)
+    if out.get("metrics"):
+        walk(out["metrics"], "metric", where.at("metrics"), many=True)
 
 
 def _check_lr(optimizer: Any, where: Where) -> None:

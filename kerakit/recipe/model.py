@@ -3,6 +3,8 @@
 Layer names and arguments are checked against Keras itself while building
 (`kerakit.models`); here the shape of the section is: one layer class per
 entry, a functional graph whose nodes exist, with no cycle and no unused input.
+A misspelled Keras layer, argument or activation is refused here too, from the
+index of Keras's names when there is one (`kerakit.recipe.keras_names`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kerakit.errors import Where, did_you_mean
+from kerakit.recipe import keras_names
 from kerakit.recipe import schema as S
 from kerakit.recipe.transfer import resolve_transfer
 
@@ -87,6 +90,10 @@ def resolve_sequential(section: Any, where: Where) -> list:
     for i, entry in enumerate(section):
         name, args, _ = layer_entry(entry, where.at(i))
         out.append({name: copy.deepcopy(args)})
+    if (names := keras_names.checker()) is not None:  # as kerakit.models.builders will meet them
+        for i, entry in enumerate(out):
+            ((name, args),) = entry.items()
+            names.check_layer(name, args, where.at(i, name))
     return out
 
 
@@ -182,7 +189,35 @@ def resolve_functional(section: Any, where: Where) -> dict:
             raise where.at("inputs", name).error(
                 f"input {name!r} does not lead to any output; connect it with `in: {name}` or remove it"
             )
+    _check_keras_names(out_shared, out_graph, nodes, where)
     return {"inputs": out_inputs, "layers": out_shared, "graph": out_graph, "outputs": outputs}
+
+
+def _check_keras_names(shared: dict, graph: list, nodes: dict, where: Where) -> None:
+    """Keras's names of the layers, in the order kerakit.models.builders makes them: the
+    shared layers, then each node after the nodes it takes."""
+    if (names := keras_names.checker()) is None:
+        return
+    for lname, entry in shared.items():
+        ((cls, args),) = entry.items()
+        names.check_layer(cls, args, where.at("layers", lname, cls), default_name=lname)
+    order: list[str] = []
+
+    def visit(n: str) -> None:
+        if n in nodes and n not in order:
+            for ref in nodes[n]["in"]:
+                visit(ref)
+            order.append(n)
+
+    for n in nodes:
+        visit(n)
+    index = {next(iter(item)): i for i, item in enumerate(graph)}
+    for node in order:
+        spec = graph[index[node]][node]
+        if "use" not in spec:
+            ((cls, args),) = ((k, v) for k, v in spec.items() if k != "in")
+            w = where.at("graph", index[node], node, cls)
+            names.check_layer(cls, args, w, default_name=node)
 
 
 def _check_cycles(nodes: dict, node_where: dict) -> None:

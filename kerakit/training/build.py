@@ -10,6 +10,7 @@ from kerakit.augment import augmentation
 from kerakit.errors import data_error
 from kerakit.models import apply_compile, budget, build_model, resolve_compile
 from kerakit.recipe import Recipe
+from kerakit.recipe.keras_names import ensure_index
 from kerakit.training.callbacks import hooks_every_batch
 from kerakit.training.distribute import make_strategy
 
@@ -65,6 +66,7 @@ def build_compiled(recipe: Recipe, bundle, *, strategy=None, callbacks=()):
     """
     import keras
 
+    ensure_index()  # Keras is loaded: index its names once per version for `kerakit check`
     policy, why = precision_policy(recipe)
     previous = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(policy)
