@@ -381,15 +381,14 @@ class SafeBackupAndRestore(keras.callbacks.Callback):
 
 def _tracked_state(state: Any) -> dict:
     """The best-so-far values of a stored backup that may be restored: only the known fields,
-    and only numbers or null (a backup's .json is a file like any other: it may be forged)."""
+    and only numbers (a backup's .json is a file like any other: it may be forged)."""
     if not isinstance(state, dict):
         return {}
     out = {}
     for key in _TRACKED_STATE:
         value = state.get(key)
-        if key in state and (
-            value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
-        ):
+        # null is "nothing yet" (or an infinity: JSON has none): the callback keeps its own
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             out[key] = value
     return out
 
