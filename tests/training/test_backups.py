@@ -325,3 +325,28 @@ def test_a_nan_learning_rate_never_reaches_a_backup(tmp_path):
     )
     newest = SafeBackupAndRestore(tmp_path / "b").backups()[0]
     assert json.loads(newest.read_text())["epoch"] == 1  # the finite one, from the first fit
+
+
+def test_a_mid_epoch_backup_of_an_infinite_best_resumes(tmp_path):
+    import keras
+
+    from kerakit.training.callbacks import make_callbacks
+
+    model, x, y = _tiny()
+    spec = [{"EarlyStopping": {"monitor": "loss"}}, {"BackupAndRestore": {"save_freq": 2}}]
+
+    class Stop(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 2:
+                raise KeyboardInterrupt  # a kill in the first epoch, after a mid-epoch backup
+
+    cbs = make_callbacks(spec, run_dir=tmp_path, has_validation=False)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[*cbs, Stop()])
+    cbs[-1].wait()
+    meta = json.loads(cbs[-1].backups()[0].read_text())
+    assert meta["callbacks"][0]["state"]["best"] is None  # inf, which JSON cannot hold
+    model2, _, _ = _tiny()
+    cbs2 = make_callbacks(spec, run_dir=tmp_path, has_validation=False)
+    hist = model2.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=cbs2)
+    assert hist.epoch == [0, 1] and np.isfinite(cbs2[0].best)
