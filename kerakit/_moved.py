@@ -31,7 +31,11 @@ MOVED: dict[str, tuple[str, ...]] = {
     "kerakit.callbacks_spec": ("kerakit.recipe.callbacks",),
     "kerakit.plots": ("kerakit.report.plots",),
     "kerakit.compile": ("kerakit.models.compile", "kerakit.models.names"),
-    "kerakit.safety": ("kerakit.saving.safety",),
+    "kerakit.safety": (
+        "kerakit.saving.safety",
+        "kerakit.saving.savedmodel",
+        "kerakit.saving.bounds",
+    ),
     "kerakit.run": ("kerakit.training.run", "kerakit.training.build", "kerakit.training.fit"),
     "kerakit.runfolder": ("kerakit.training.runfolder", "kerakit.report.history", "kerakit._files"),
     "kerakit.checkpoint": (

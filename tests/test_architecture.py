@@ -35,7 +35,7 @@ TF_FREE = ("kerakit", "kerakit.errors", "kerakit._files", "kerakit._net", "kerak
            "kerakit._stderr", "kerakit.recipe", "kerakit.report")  # fmt: skip
 MAX_LINES = 400
 # Modules over MAX_LINES lines that are one concept (ARCHITECTURE.md says why).
-ONE_CONCEPT = {"kerakit.recipe.augment", "kerakit.saving.safety", "kerakit.training.backups"}
+ONE_CONCEPT = {"kerakit.recipe.augment", "kerakit.saving.savedmodel", "kerakit.training.backups"}
 
 
 def _modules() -> dict[str, Path]:

@@ -2,7 +2,8 @@
 
 `save` writes `.keras` (first: a legacy `.h5` save rewrites the compile config
 in Keras 3.15), `.h5` and SavedModel; `load` reads any of them or a run folder;
-`safety` is the allowlist check of a file's config before Keras parses it.
+`safety` is the allowlist check of a file's config before Keras parses it, `savedmodel`
+the allowlist of a SavedModel's ops, `bounds` what a file may unpack to.
 The atomic writer itself is `kerakit._files` (every stage writes through it);
 its names are re-exported here, where kerakit 0.1.0 had them.
 

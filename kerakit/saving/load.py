@@ -5,7 +5,9 @@
 
 `.keras` and `.h5` files are checked against kerakit's allowlist
 (`kerakit.saving.safety`) before Keras parses them, and Keras's safe mode is
-never turned off unless asked for that one call with ``trusted=True``.
+never turned off unless asked for that one call with ``trusted=True``. A
+SavedModel's graph is checked against an allowlist of ops before TensorFlow
+loads it. The loading bounds (what a file may unpack to) hold even when trusted.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from kerakit._compat import compile_legacy_h5
 from kerakit.errors import ModelFileError
-from kerakit.saving import safety
+from kerakit.saving import safety, savedmodel
 from kerakit.saving.save import FORMATS
 
 
@@ -35,14 +37,18 @@ def load_model(
     returns NumPy arrays; `fit`, `evaluate` and further saving do not.
 
     Untrusted by default: a `.keras` / `.h5` is checked against kerakit's
-    allowlist before Keras parses it (see `kerakit.safety` and
-    docs/security.md) and Keras's safe mode stays on. `trusted=True` skips
-    the allowlist and turns safe mode off for this one call only; use it
-    only for files whose maker you trust.
+    allowlist before Keras parses it (see `kerakit.saving.safety` and
+    docs/security.md) and Keras's safe mode stays on; a SavedModel's graph may
+    hold only the ops an inference model needs (no file, summary, Python,
+    data-set or checkpoint-by-path ops, no assets). `trusted=True` skips
+    these checks and turns safe mode off for this one call only; use it
+    only for files whose maker you trust. A file that would unpack to far
+    more than it stores (a decompression bomb) is refused either way.
 
     Args:
         path: a model file, a SavedModel folder or a run folder.
-        trusted: load a file that may run code (Lambda layers, ...). Default False.
+        trusted: load a file that may run code (Lambda layers, a SavedModel that reads
+            files, ...). Default False.
         compile: restore the optimizer, loss and metrics (default True).
         custom_objects: passed to Keras for classes that are not registered.
 
@@ -105,7 +111,7 @@ def _keras_error(path: Path, e: Exception) -> ModelFileError:
 
 def _load_keras(path: Path, trusted: bool, compile: bool, custom_objects: dict | None) -> Any:
     if trusted:
-        safety.keras_archive_config(str(path))  # still tell "corrupt" from "refused"
+        safety.keras_archive_config(str(path))  # "corrupt" vs "refused", and the bounds
     else:
         safety.check_model_file(path)
     import keras
@@ -120,7 +126,7 @@ def _load_keras(path: Path, trusted: bool, compile: bool, custom_objects: dict |
 
 def _load_h5(path: Path, trusted: bool, compile: bool, custom_objects: dict | None) -> Any:
     if trusted:
-        safety.h5_configs(str(path))
+        safety.h5_configs(str(path))  # "corrupt" vs "refused", and the bounds
     else:
         safety.check_model_file(path)
     import keras
@@ -154,7 +160,7 @@ def _load_h5(path: Path, trusted: bool, compile: bool, custom_objects: dict | No
 
 def _load_saved_model(path: Path, trusted: bool) -> Any:
     if not trusted:
-        safety.check_saved_model(path)
+        savedmodel.check_saved_model(path)
     import keras
     import tensorflow as tf
 

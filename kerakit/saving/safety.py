@@ -20,7 +20,11 @@ ALLOWLIST before Keras sees a byte of it:
 A refusal is a `ModelFileError` that states the risk and the one opt-in:
 ``load_model(path, trusted=True)`` (``--unsafe`` on the command line).
 
-    from kerakit.safety import check_model_file
+The loading bounds (what a file may unpack to) are `kerakit.saving.bounds`; a
+SavedModel folder, a graph rather than a config, is checked by
+`kerakit.saving.savedmodel`.
+
+    from kerakit.saving.safety import check_model_file
     check_model_file("runs/digits/1/model.keras")   # raises ModelFileError if refused
 """
 
@@ -34,9 +38,9 @@ import zipfile
 from typing import Any
 
 from kerakit.errors import ModelFileError
+from kerakit.saving.bounds import check_h5_bounds, check_weights_member, check_zip_bounds
+from kerakit.saving.refusals import MAX_CONFIG_BYTES, MAX_ZIP_MEMBERS, refuse
 
-MAX_CONFIG_BYTES = 32 * 1024 * 1024  # real configs are well under 1 MiB
-MAX_ZIP_MEMBERS = 10_000
 MAX_OBJECTS = 1_000_000  # dicts + lists walked
 
 # Modules whose classes may appear in a model config ("keras" alone is exact).
@@ -67,19 +71,6 @@ DENIED_CLASSES = {
     "__lambda__": "a serialized Python lambda runs arbitrary code",
 }
 LOOKUP_LAYERS = {"StringLookup", "IntegerLookup", "TextVectorization"}
-
-_OPT_IN = (
-    "Only if you trust whoever made this file, load it with "
-    "`kk.load_model(path, trusted=True)` (command line: `--unsafe`); that lets Keras "
-    "run code stored in the file, with your permissions."
-)
-
-
-def refuse(path: Any, why: str) -> ModelFileError:
-    return ModelFileError(
-        f"{path}: refused to load: {why}. Loading it could run code from the file or read "
-        f"or write files on this machine. {_OPT_IN}"
-    )
 
 
 def check_model_file(path: str | os.PathLike) -> None:
@@ -117,6 +108,8 @@ def keras_archive_config(path: str) -> Any:
             name = info.filename
             if name.startswith(("/", "\\")) or ".." in name.replace("\\", "/").split("/"):
                 raise refuse(path, f"the archive entry {name!r} points outside the archive")
+        file_bytes = os.path.getsize(path)
+        check_zip_bounds(infos, file_bytes, path, "the archive")
         try:
             info = archive.getinfo("config.json")
         except KeyError:
@@ -130,8 +123,9 @@ def keras_archive_config(path: str) -> Any:
                 raw = f.read(MAX_CONFIG_BYTES + 1)  # bounded even if the header lies
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
             raise ModelFileError(f"{path}: the model file is corrupt ({e})") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise refuse(path, "its config.json is larger than it claims")
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise refuse(path, "its config.json is larger than it claims")
+        check_weights_member(archive, path, file_bytes)
     return _parse_json(raw, path)
 
 
@@ -156,6 +150,7 @@ def h5_configs(path: str) -> list:
                 f"{path}: this .h5 file holds no model (only weights?); "
                 "load it with model.load_weights into a built model"
             )
+        check_h5_bounds(f, path, os.path.getsize(path), "the file")
     return out
 
 
@@ -328,79 +323,3 @@ def _registered_obj(obj: Any) -> bool:
     import keras
 
     return keras.saving.get_registered_name(obj) != obj.__name__
-
-
-# TensorFlow ops that touch files, run Python or read data sets. A SavedModel is
-# a graph, not a config, so this part is a denylist: prefer `.keras` files.
-# (SaveV2/RestoreV2/MergeV2Checkpoints are the checkpoint ops every SavedModel has.)
-DENIED_OPS = frozenset(
-    {
-        "ReadFile",
-        "WriteFile",
-        "MatchingFiles",
-        "PyFunc",
-        "PyFuncStateless",
-        "EagerPyFunc",
-        "ImmutableConst",
-        "WholeFileReader",
-        "WholeFileReaderV2",
-        "TextLineReader",
-        "TextLineReaderV2",
-        "TFRecordReader",
-        "TFRecordReaderV2",
-        "FixedLengthRecordReader",
-        "FixedLengthRecordReaderV2",
-        "TFRecordDataset",
-        "TFRecordDatasetV2",
-        "TextLineDataset",
-        "FixedLengthRecordDataset",
-        "FixedLengthRecordDatasetV2",
-        "DatasetToTFRecord",
-        "SaveDataset",
-        "SaveDatasetV2",
-        "LoadDataset",
-        "SnapshotDataset",
-        "SnapshotDatasetV2",
-        "CSVDataset",
-        "CSVDatasetV2",
-        "SqlDataset",
-        "ExperimentalSqlDataset",
-        "LMDBDataset",
-        "ExperimentalLMDBDataset",
-        "DebugIdentity",
-        "DebugIdentityV2",
-        "DebugIdentityV3",
-        "PrintV2",
-    }
-)
-
-
-def check_saved_model(folder: str | os.PathLike) -> None:
-    """Refuse a SavedModel whose graph holds file, Python or data-reading ops.
-
-    Args:
-        folder: a TensorFlow SavedModel folder (holds `saved_model.pb`).
-    """
-    folder = os.fspath(folder)
-    pb = os.path.join(folder, "saved_model.pb")
-    try:
-        size = os.path.getsize(pb)
-    except OSError:
-        raise ModelFileError(f"{folder}: not a SavedModel (no saved_model.pb)") from None
-    if size > 16 * MAX_CONFIG_BYTES:
-        raise refuse(folder, f"its saved_model.pb is {size} bytes")
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    proto = saved_model_pb2.SavedModel()
-    try:
-        with open(pb, "rb") as f:
-            proto.ParseFromString(f.read(size + 1))
-    except Exception as e:  # protobuf's DecodeError has no stable import path
-        raise ModelFileError(f"{folder}: the SavedModel is corrupt ({e})") from None
-    for graph in proto.meta_graphs:
-        nodes = list(graph.graph_def.node)
-        for function in graph.graph_def.library.function:
-            nodes.extend(function.node_def)
-        for node in nodes:
-            if node.op in DENIED_OPS:
-                raise refuse(folder, f"its graph runs the TensorFlow op {node.op!r}")
