@@ -39,7 +39,8 @@ def _open(run_or_model: str | os.PathLike, trusted: bool):
     recipe = None
     folder = path if path.is_dir() and (path / RUN_FILE).is_file() else None
     if folder is not None and (folder / RECIPE_FILE).is_file():
-        recipe = load_recipe(folder / RECIPE_FILE)
+        # its code was imported with the model, from the files the run recorded (code.json)
+        recipe = load_recipe(folder / RECIPE_FILE, run_imports=False)
     return model, recipe, folder
 
 

@@ -25,9 +25,11 @@ from kerakit.recipe.model import resolve_model
 from kerakit.recipe.output import resolve_output
 from kerakit.recipe.reader import dump_yaml, load_yaml
 from kerakit.recipe.train import resolve_train
+from kerakit.recipe.usercode import import_code, resolve_imports
 
 TOP_KEYS = [
     "name",
+    "imports",
     "seed",
     "deterministic",
     "data",
@@ -59,6 +61,7 @@ class Recipe(Mapping):
         self.base_dir = base_dir
         self.positions = positions
         self.where = Where(file, positions)
+        self.code: list[dict] = []  # what `imports:` imported (kerakit.recipe.usercode)
 
     def __getitem__(self, key):
         return self._data[key]
@@ -91,7 +94,9 @@ class Recipe(Mapping):
         """A copy with one section replaced (used to record build-time choices)."""
         data = self.to_dict()
         data[section] = value
-        return Recipe(data, file=self.file, base_dir=self.base_dir, positions=self.positions)
+        copied = Recipe(data, file=self.file, base_dir=self.base_dir, positions=self.positions)
+        copied.code = self.code
+        return copied
 
 
 # --------------------------------------------------------------------------- loading
@@ -101,6 +106,7 @@ def load_recipe(
     source: str | os.PathLike | Mapping | Recipe,
     *,
     overrides: Iterable[str] | Mapping[str, Any] | None = None,
+    run_imports: bool = True,
 ) -> Recipe:
     """Load, validate and resolve a recipe.
 
@@ -109,6 +115,10 @@ def load_recipe(
             give), or a `Recipe` (re-resolved, with `overrides` applied).
         overrides: ``["train.epochs=5", "model.sequential[0].Dense.units=32"]``
             (values typed like YAML) or a mapping of dotted path to value.
+        run_imports: import the code the recipe names under `imports:` (before the
+            model is checked, so its registered names are known); `recipe.code` says
+            what was imported. A run folder's recipe is loaded with False after its
+            recorded files were checked (`kerakit.recipe.usercode`).
 
     Returns:
         A `Recipe` with every default filled in.
@@ -146,8 +156,18 @@ def load_recipe(
             )
     if overrides:
         apply_overrides(raw, overrides, positions)
-    data = resolve(raw, Where(file, positions), default_name=Path(file).stem if file else "recipe")
-    return Recipe(data, file=file, base_dir=base_dir, positions=positions)
+    where = Where(file, positions)
+    code: list[dict] = []
+    if isinstance(raw, Mapping) and raw.get("imports") is not None:
+        entries = resolve_imports(raw["imports"], where.at("imports"), base_dir)
+        if run_imports:  # before the model is resolved: the code registers names it uses
+            code = import_code(entries, base_dir, where.at("imports"))
+    data = resolve(
+        raw, where, default_name=Path(file).stem if file else "recipe", base_dir=base_dir
+    )
+    recipe = Recipe(data, file=file, base_dir=base_dir, positions=positions)
+    recipe.code = code
+    return recipe
 
 
 _SEGMENT = re.compile(r"([^.\[\]]+)|\[(-?\d+)\]")
@@ -232,8 +252,10 @@ def _split_override(text: str) -> tuple[str, str]:
 # --------------------------------------------------------------------------- resolving
 
 
-def resolve(raw: Any, where: Where, *, default_name: str = "recipe") -> dict:
-    """Validate the whole recipe and fill every default (TF-free)."""
+def resolve(
+    raw: Any, where: Where, *, default_name: str = "recipe", base_dir: str | None = None
+) -> dict:
+    """Validate the whole recipe and fill every default (TF-free; imports nothing)."""
     S.check_mapping(raw, where, "a mapping with sections data:, model:, ...")
     S.check_keys(raw, TOP_KEYS, where, required=("data", "model"), section="the recipe")
     out: dict = {}
@@ -251,6 +273,10 @@ def resolve(raw: Any, where: Where, *, default_name: str = "recipe") -> dict:
         S.check_number(seed, where.at("seed"), integer=True, minimum=0, maximum=2**32 - 1)
     out["seed"] = seed
     out["deterministic"] = S.check_bool(raw.get("deterministic", False), where.at("deterministic"))
+    if raw.get("imports"):  # only when given: recipes without code stay as they were
+        out["imports"] = resolve_imports(
+            raw["imports"], where.at("imports"), base_dir or os.getcwd()
+        )
 
     data = raw["data"]
     model = raw["model"] if isinstance(raw["model"], Mapping) else {}

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from kerakit._files import sha256_file
-from kerakit.errors import NOWHERE, KerakitError, RecipeError, Where
+from kerakit.errors import NOWHERE, KerakitError, RecipeError, ResumeError, Where
 from kerakit.recipe import schema as S
 
+CODE_FILE = "code.json"  # in a run folder: each imported file with its SHA-256
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _IMPORTED: dict[tuple[str, str], Any] = {}  # (file, sha256) -> module: each file runs once
 
@@ -144,6 +145,19 @@ def import_recorded(records: list[dict], run_dir: str | os.PathLike, *, trusted:
         else:
             entries.append(entry)
     return import_code(entries, run_dir)
+
+
+def check_unchanged(recorded: list[dict], now: list[dict], run_dir: str | os.PathLike) -> None:
+    """Refuse to resume a run whose code changed since it started."""
+    before = {r.get("import"): r.get("sha256") for r in recorded}
+    for record in now:
+        old = before.get(record["import"], record["sha256"])
+        if old != record["sha256"]:
+            raise ResumeError(
+                f"cannot resume {run_dir}: {record['import']} changed since the run started "
+                f"(sha256 {str(old)[:12]}... is now {str(record['sha256'])[:12]}...); restore "
+                "it, or start a new run with --new"
+            )
 
 
 def code_digest(records: list[dict]) -> str:

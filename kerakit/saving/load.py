@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from kerakit._compat import compile_legacy_h5
+from kerakit._files import read_json
 from kerakit.errors import ModelFileError
+from kerakit.recipe.usercode import CODE_FILE, import_recorded
 from kerakit.saving import safety, savedmodel
 from kerakit.saving.save import FORMATS
 
@@ -69,6 +71,8 @@ def load_model(
     if path.is_dir():
         if (path / "saved_model.pb").exists():
             return _load_saved_model(path, trusted)
+        if (path / CODE_FILE).is_file():  # a run of a recipe with `imports:`: the same code
+            import_recorded(read_json(path / CODE_FILE).get("code", []), path, trusted=trusted)
         for name in FORMATS.values():
             if (path / name).exists():
                 return load_model(

@@ -25,6 +25,7 @@ from kerakit.errors import DataError, TrainingDiverged
 from kerakit.models.transfer import format_stage_report, stage_report
 from kerakit.recipe import Recipe, load_recipe
 from kerakit.recipe.reader import dump_yaml
+from kerakit.recipe.usercode import check_unchanged
 from kerakit.training.build import (
     build_compiled,
     check_data_fits,
@@ -36,6 +37,7 @@ from kerakit.training.distribute import describe_strategy, is_chief, remove_work
 from kerakit.training.fit import check_callbacks, finish, fit
 from kerakit.training.runfolder import (
     CLASSES_FILE,
+    CODE_FILE,
     ENV_FILE,
     INPUTS_FILE,
     NORMALIZATION_FILE,
@@ -115,6 +117,11 @@ class Run:
         return self.model.predict(x, verbose=0, **kwargs)
 
 
+def _say_imported(recipe: Recipe, print_fn) -> None:
+    for record in recipe.code:
+        print_fn(f"imported: {record['import']} ({record['file']})")
+
+
 # --------------------------------------------------------------------------- check
 
 
@@ -128,6 +135,7 @@ def check(recipe: Recipe | str | Mapping, *, overrides=None, print_fn=print) -> 
     Returns the compiled model.
     """
     recipe = load_recipe(recipe, overrides=overrides)
+    _say_imported(recipe, print_fn)
     check_output_dir(recipe)
     bundle = None if recipe["data"]["source"] == "arrays" else load_recipe_data(recipe)
     model, section, policy, notes = build_compiled(recipe, bundle)
@@ -199,6 +207,7 @@ def train(
     # With x/y, load_data switches the source to "arrays" (keeping the shared keys), and
     # the resolved recipe records that (bundle.spec) instead of the recipe's own source.
     recipe = load_recipe(recipe, overrides=overrides or None)
+    _say_imported(recipe, print_fn)
 
     # the strategy before any other TF op: multi-worker collectives need it first
     strategy = make_strategy_for(recipe)
@@ -233,6 +242,9 @@ def _train_in(
 ) -> Run:
     if resuming:
         clean_partial_writes(path)  # what a killed run's atomic writes left behind
+        check_unchanged(read_json(path / CODE_FILE).get("code", []), resolved.code, path)
+    if resolved.code:
+        write_run_json(path / CODE_FILE, {"code": resolved.code})
     info = read_json(path / RUN_FILE) if resuming else {}
     info.update(status="running", fingerprint=resolved.fingerprint(), name=resolved.name,
                 started=info.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S"))  # fmt: skip

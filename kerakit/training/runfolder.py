@@ -25,6 +25,8 @@ from kerakit.recipe import Recipe
 from kerakit.recipe.data import data_path, source_kind
 from kerakit.recipe.fingerprint import changed_sections, refuse_resume
 from kerakit.recipe.reader import load_yaml
+from kerakit.recipe.usercode import CODE_FILE as CODE_FILE  # re-exported: a run folder file
+from kerakit.recipe.usercode import absolute_imports
 from kerakit.report.history import HISTORY_FILE, history_columns, write_history
 
 # The files of a run folder (model files: kerakit.saving.save.FORMATS; pictures: report.RUN_IMAGES)
@@ -68,6 +70,8 @@ def kept_recipe(recipe: Recipe) -> dict:
             section["source"] = f"{kind}:{absolute(arg)}"
     if section.get("data_dir"):
         section["data_dir"] = absolute(section["data_dir"])
+    if data.get("imports"):
+        data["imports"] = absolute_imports(data["imports"], recipe.base_dir)
     return data  # transfer weights files are absolute already (recipe.transfer)
 
 
