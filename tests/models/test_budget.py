@@ -40,13 +40,13 @@ def test_the_estimate_is_at_least_what_keras_builds_and_close_to_it(layer, shape
 
 
 def test_a_model_too_big_for_this_machine_is_refused_before_it_is_allocated():
-    spec = {"sequential": [{"Conv2D": {"filters": 10_000_000, "kernel_size": 3}}, "Flatten",
-                           {"Dense": {"units": 10}}]}  # fmt: skip
+    spec = {"sequential": [{"Conv2D": {"filters": 8, "kernel_size": 3}}, "Flatten",
+                           {"Dense": {"units": 100_000_000}}]}  # fmt: skip
     start = time.monotonic()
     with pytest.raises(RecipeError, match=r"sequential\[2\].Dense: Dense would hold .* weights.*"
                        r"GB to train.*more than this machine's"):  # fmt: skip
         kk.build_model(spec, input_shape=(8, 8, 1))
-    assert time.monotonic() - start < 10
+    assert time.monotonic() - start < 3  # nothing of it was allocated
 
 
 def test_a_lookup_layer_given_a_file_positionally_is_refused(tmp_path):
