@@ -5,6 +5,7 @@
     kerakit evaluate RUN_OR_MODEL [--data SOURCE]
     kerakit predict RUN_OR_MODEL INPUT... [--output FILE]
     kerakit augment RECIPE --preview out.png
+    kerakit smoke RECIPE_OR_FOLDER... [--steps N] [--batches N] [--set KEY=VALUE ...]
     kerakit list presets|bundles|backbones|augment
 
 A mistake in the input (a bad recipe, a missing file, a corrupt model, a full
@@ -80,6 +81,19 @@ def _parser() -> argparse.ArgumentParser:
         help="write a grid of original and augmented images",
     )
     a.add_argument("-n", type=int, default=16, help="number of images")
+
+    sm = sub.add_parser(
+        "smoke",
+        help="check that recipes build, learn, save and reload, in seconds on a slice of their data",
+    )
+    sm.add_argument("recipes", nargs="+", metavar="RECIPE", help="recipe files or folders of them")
+    sm.add_argument("--steps", type=int, help="overfit-one-batch steps (default 20)")
+    sm.add_argument("--batches", type=int, help="training batches in the data slice (default 2)")
+    sm.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a value of every recipe (typed like YAML)")  # fmt: skip
+    sm.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
 
     e = sub.add_parser("evaluate", help="evaluate a run folder or a model file on test data")
     e.add_argument("model", metavar="RUN_OR_MODEL")
@@ -273,6 +287,11 @@ def _dispatch(args, argv) -> int:
         path = preview_augmentation(recipe, args.preview, n=args.n)
         print(f"wrote {path}")
         return 0
+    if cmd == "smoke":
+        from kerakit.smoke.run import smoke_command
+
+        return smoke_command(args.recipes, steps=args.steps, batches=args.batches,
+                             overrides=args.overrides, print_fn=print)  # fmt: skip
     raise AssertionError(cmd)  # pragma: no cover
 
 

@@ -27,6 +27,9 @@ STAGES = [
     ("kerakit.saving",),
     ("kerakit.training",),
     ("kerakit.inference",),
+    ("kerakit.smoke",),
+    ("kerakit.testing",),
+    ("kerakit.pytest_plugin",),
     ("kerakit.cli",),
 ]  # fmt: skip
 # Modules that import no TensorFlow and no Keras (`kerakit check` of a bad recipe, the

@@ -182,6 +182,10 @@ def _load_saved_model(path: Path, trusted: bool) -> Any:
         spec = specs[0]
         inputs = keras.Input(shape=tuple(spec.shape[1:]), dtype=spec.dtype.name)
         outputs = layer(inputs)
+    elif len(specs) == 1 and isinstance(specs[0], dict):  # named inputs: one Input per name
+        inputs = {name: keras.Input(shape=tuple(s.shape[1:]), dtype=s.dtype.name, name=name)
+                  for name, s in specs[0].items()}  # fmt: skip
+        outputs = layer(inputs)
     else:  # several inputs: one Input per tensor of the signature, as a list
         flat = tf.nest.flatten(specs)
         inputs = [keras.Input(shape=tuple(s.shape[1:]), dtype=s.dtype.name) for s in flat]

@@ -153,3 +153,16 @@ def test_atomic_write_keeps_old_content_on_error(tmp_path):
         (tmp / "b").write_text("2")
     assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == ["b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "metrics.json"]
+
+
+def test_a_savedmodel_with_named_inputs_loads_and_predicts_like_the_model(tmp_path):
+    import keras
+
+    a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
+    out = keras.layers.Dense(2)(keras.layers.Concatenate()([a, b]))
+    model = keras.Model({"a": a, "b": b}, out)
+    model.compile("adam", "mse")
+    save_model(model, tmp_path, ["savedmodel"])
+    served = load_model(tmp_path / "savedmodel")
+    x = {"a": np.ones((4, 3), "float32"), "b": np.zeros((4, 2), "float32")}
+    np.testing.assert_allclose(served.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
