@@ -25,7 +25,13 @@ from pathlib import Path
 
 from kerakit import __version__
 from kerakit._stderr import StderrFilter
-from kerakit.errors import KerakitError, RecipeError, TrainingDiverged, TrainingInterrupted
+from kerakit.errors import (
+    KerakitError,
+    RecipeError,
+    TrainingDiverged,
+    TrainingInterrupted,
+    Where,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="kerakit", description="Recipes, builders and training runs over tf.keras.")
     p.add_argument("--version", action="version", version=f"kerakit {__version__}")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="CODE",
+                   help="a .py file or module that registers your layers, losses, ... (repeatable)")  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def recipe_cmd(name, help_):
@@ -226,6 +234,12 @@ _FILTER: StderrFilter | None = None  # installed by entry()
 
 def _dispatch(args, argv) -> int:
     cmd = args.command
+    if args.imports:  # the user's own code, as a recipe's `imports:` names it
+        from kerakit.recipe.usercode import import_code, resolve_imports
+
+        where = Where("--import", {(): ("--import",)}, ())
+        for record in import_code(resolve_imports(args.imports, where, "."), ".", where):
+            print(f"imported: {record['import']} ({record['file']})")
     if cmd == "list":
         return _list(args.what)
     if cmd == "check":

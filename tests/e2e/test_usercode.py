@@ -79,6 +79,13 @@ def test_a_custom_layer_trains_evaluates_in_a_new_process_and_refuses_changed_co
     )  # fmt: skip
     assert fresh.returncode == 0, fresh.stderr[-1500:]
     assert "accuracy" in fresh.stdout
+    # a bare model file imports nothing by itself; --import names the code
+    bare = subprocess.run(
+        [sys.executable, "-m", "kerakit.cli", "--import", "antirectifier.py", "predict",
+         str(run / "model.keras"), "x.npy"], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bare.returncode == 0, bare.stderr[-1500:]
+    assert "imported: antirectifier.py" in bare.stdout
     # the code changes: a run folder no longer loads, and the run no longer resumes
     (project / "antirectifier.py").write_text(ANTIRECTIFIER + "\n# changed\n")
     capsys.readouterr()
