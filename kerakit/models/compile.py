@@ -1,11 +1,13 @@
-"""Compile presets and `compile_model`: optimizer, loss and metrics by Keras name.
+"""Compile presets and `compile_model`: optimizer, loss and metrics by Keras name or object.
 
     kk.compile_model(model, preset="multiclass", optimizer={"adam": {"learning_rate": 1e-3}})
 
 A preset (see `kerakit.recipe.compile.PRESETS`) fills optimizer, loss and metrics;
-anything given overrides it. With no preset, one is inferred from the output
-layer (softmax -> multiclass, one sigmoid unit -> binary, ...) and the choice
-is reported. Names resolve through Keras itself (`keras.optimizers.get`, ...).
+anything given overrides it. With no preset, one is inferred from the loss (a
+classification loss, and its `from_logits`) or else the output layer (softmax ->
+multiclass, one sigmoid unit -> binary, ...) and the choice is reported. Names resolve
+through Keras itself (`keras.optimizers.get`, ...) and its registry of custom objects;
+a learning rate may be a schedule by name, whose `decay_steps: auto` is the run's length.
 """
 
 from __future__ import annotations
@@ -16,14 +18,28 @@ from typing import Any
 
 import keras
 
-from kerakit.errors import NOWHERE, Where, did_you_mean
-from kerakit.models.names import resolve_object
-from kerakit.recipe.compile import PRESETS, by_output, infer_preset_name
+from kerakit.errors import NOWHERE, RecipeError, Where, did_you_mean, format_path
+from kerakit.models.names import as_recipe_value, get_schedule, resolve_object
+from kerakit.recipe.compile import (
+    AUTO_STEPS,
+    PRESETS,
+    by_output,
+    infer_preset_name,
+    loss_preset,
+    preset_metrics,
+)
 
 __all__ = ["PRESETS", "compile_model", "infer_preset", "resolve_compile"]
 
 
 def get_optimizer(value: Any, where: Where = NOWHERE) -> keras.optimizers.Optimizer:
+    """An optimizer from a name, {name: {args}} (`learning_rate` a number, a schedule object
+    or {Schedule: {args}}), or an object."""
+    if isinstance(value, Mapping) and len(value) == 1:
+        ((name, args),) = value.items()
+        if isinstance(args, Mapping) and isinstance(args.get("learning_rate"), Mapping):
+            rate = get_schedule(args["learning_rate"], where.at(name, "learning_rate"))
+            value = {name: {**args, "learning_rate": rate}}
     return resolve_object(
         "optimizer", keras.optimizers, keras.optimizers.Optimizer, value, where, keep_strings=False
     )
@@ -62,31 +78,51 @@ def _activation_of(layer) -> str | None:
     return name
 
 
-def infer_preset(model: keras.Model) -> dict[str, tuple[str, str]]:
-    """{output name: (preset, reason)} from each output layer's activation and units."""
+def _plain_loss(loss: Any) -> Any:
+    """A loss as the recipe writes it (a loss object as {Class: config}), to infer from."""
+    if loss is None or isinstance(loss, (str, Mapping, list)) or not hasattr(loss, "get_config"):
+        return getattr(loss, "__name__", loss) if callable(loss) else loss
+    return {type(loss).__name__: loss.get_config()}
+
+
+def _loss_of(loss: Any, output: str, index: int) -> Any:
+    if by_output(loss):
+        return loss.get(output)
+    return loss[index] if isinstance(loss, list) and index < len(loss) else loss
+
+
+def infer_preset(model: keras.Model, loss: Any = None) -> dict[str, tuple[str, str]]:
+    """{output name: (preset, reason)} from each output's loss (a classification loss and
+    its from_logits, when given) or else its layer's activation and units."""
     result = {}
-    for (name, layer), tensor in zip(_output_layers(model).items(), model.outputs):
-        units = tensor.shape[-1]
-        result[name] = infer_preset_name(_activation_of(layer), units)
+    for i, ((name, layer), tensor) in enumerate(zip(_output_layers(model).items(), model.outputs)):
+        own = _plain_loss(_loss_of(loss, name, i))
+        result[name] = infer_preset_name(_activation_of(layer), tensor.shape[-1], own)
     return result
 
 
 def resolve_compile(
-    section: Mapping | None, model: keras.Model, *, where: Where = NOWHERE
+    section: Mapping | None, model: keras.Model, *, where: Where = NOWHERE, steps=None
 ) -> tuple[dict, list[str]]:
-    """Fill a compile section for this model: the preset (inferred if 'auto'), optimizer, loss, metrics.
+    """Fill a compile section for this model: the preset (inferred if 'auto'), optimizer,
+    loss, metrics (those that read logits where the loss takes logits), and a schedule's
+    `decay_steps: auto` from `steps` ({"epochs", "per_epoch", "why"}; per_epoch None: not
+    known yet, the epochs stand in).
 
-    Returns the resolved section (plain values, YAML-dumpable) and notes on what was chosen.
+    Returns the resolved section (plain values, YAML-dumpable, but for objects given in
+    Python) and notes on what was chosen.
     """
     section = dict(section or {})
     notes: list[str] = []
     preset = section.get("preset", "auto")
     outputs = list(_output_layers(model))
+    loss = section.get("loss")
     if preset == "auto":
-        inferred = infer_preset(model)
+        inferred = infer_preset(model, loss)
         if len(outputs) == 1:
             preset, why = inferred[outputs[0]]
-            notes.append(f"compile preset: {preset} (inferred: {why})")
+            said = f"inferred {why}" if why.startswith("from ") else f"inferred: {why}"
+            notes.append(f"compile preset: {preset} ({said})")
         else:
             per = {o: p for o, (p, _) in inferred.items()}
             notes.append(
@@ -96,21 +132,103 @@ def resolve_compile(
                 section["loss"] = {o: PRESETS[p]["loss"] for o, p in per.items()}
             if "metrics" not in section:
                 section["metrics"] = {
-                    o: copy.deepcopy(PRESETS[p]["metrics"]) for o, p in per.items()
+                    o: preset_metrics(p, _logits(_loss_of(loss, o, i)))
+                    for i, (o, p) in enumerate(per.items())
                 }
             preset = "per_output"
     base = PRESETS.get(preset, {})
+    logits = _logits(loss) and "logits_metrics" in base
+    if logits and section.get("metrics") == base["metrics"]:
+        del section["metrics"]  # the preset's metrics for probabilities: those for logits
     for key in ("optimizer", "loss", "metrics"):
         if key not in section and base:
-            section[key] = copy.deepcopy(base[key])
+            section[key] = (
+                copy.deepcopy(base[key]) if key != "metrics" else preset_metrics(preset, logits)
+            )
+            if key == "metrics" and logits:
+                notes.append(
+                    f"compile metrics: {_names(section[key])} (thresholds at logit 0: the loss takes logits)"
+                )
     section["preset"] = "auto" if preset == "per_output" else preset
     section.setdefault("optimizer", "adam")
+    section["optimizer"] = _fill_auto_steps(
+        section["optimizer"], steps, where.at("optimizer"), notes
+    )
     if section.get("steps_per_execution", "auto") == "auto":
         section["steps_per_execution"] = default_steps_per_execution()
         notes.append(f"steps_per_execution: {section['steps_per_execution']} (auto)")
     if section.get("jit_compile", "auto") == "auto":
         section["jit_compile"] = default_jit_compile()
     return section, notes
+
+
+def _logits(loss: Any) -> bool:
+    return loss_preset(_plain_loss(loss))[1]
+
+
+def _names(metrics: list) -> str:
+    """The names the metrics are logged under."""
+    return ", ".join(m if isinstance(m, str) else next(iter(m.values())).get("name", next(iter(m)))
+                     for m in metrics)  # fmt: skip
+
+
+def _fill_auto_steps(optimizer: Any, steps, where: Where, notes: list) -> Any:
+    """`decay_steps: auto` (`first_decay_steps: auto`) of a schedule by name: the steps of
+    the run, epochs x steps per epoch, less CosineDecay's `warmup_steps` (it decays after)."""
+    if not (isinstance(optimizer, Mapping) and len(optimizer) == 1):
+        return optimizer
+    ((name, args),) = optimizer.items()
+    rate = args.get("learning_rate") if isinstance(args, Mapping) else None
+    if not (isinstance(rate, Mapping) and len(rate) == 1):
+        return optimizer
+    ((schedule, kwargs),) = rate.items()
+    kwargs = dict(kwargs or {}) if isinstance(kwargs, Mapping) else kwargs
+    autos = [k for k in AUTO_STEPS if isinstance(kwargs, dict) and kwargs.get(k) == "auto"]
+    at = where.at(name, "learning_rate", schedule)
+    if autos and steps is None:
+        raise at.at(autos[0]).error(
+            "'auto' is the number of training steps, which kk.train and kerakit check know "
+            "from the data; with compile_model give a number"
+        )
+    for key in autos:
+        warmup = kwargs.get("warmup_steps", 0) if key == "decay_steps" else 0
+        warmup = warmup if isinstance(warmup, (int, float)) and not isinstance(warmup, bool) else 0
+        epochs, per_epoch = steps["epochs"], steps["per_epoch"]
+        kwargs[key] = max(1, int(epochs * (per_epoch or 1) - warmup))
+        less = f" - {warmup:g} warm-up steps" if warmup else ""
+        per = f"{per_epoch} steps per epoch" if per_epoch else "1 step per epoch for now"
+        notes.append(
+            f"{format_path(at.at(key).path)}: {kwargs[key]} (auto: {epochs} epochs x {per}"
+            f"{less}; {steps['why']})"
+        )
+    return {name: {**args, "learning_rate": {schedule: kwargs}}} if autos else optimizer
+
+
+def record_python_values(
+    section: Mapping, keys, *, where: Where = NOWHERE
+) -> tuple[dict, list[str]]:
+    """The section with the Keras objects given in Python under `keys` written as a recipe
+    writes them (`as_recipe_value`), `from_python` naming those keys, and notes: what each
+    was recorded as, and where the record does not find the class again by its name."""
+    out, notes = dict(section), []
+    for key in keys:
+        out[key] = as_recipe_value(section[key])
+        shown = str(out[key]) if len(str(out[key])) < 120 else str(out[key])[:117] + "..."
+        note = f"compile.{key}: given in Python, recorded in the resolved recipe as {shown}"
+        try:
+            _resolve_all(key, out[key], where.at(key))
+        except RecipeError as exc:
+            note += f" (a rerun of that recipe needs it registered with keras.saving.register_keras_serializable: {exc})"
+        notes.append(note)
+    out["from_python"] = sorted(set(out.get("from_python") or []) | set(keys))
+    return out, notes
+
+
+def _resolve_all(key: str, value: Any, where: Where) -> None:
+    get = {"optimizer": get_optimizer, "loss": get_loss, "metrics": get_metric}[key]
+    for part in value.values() if key != "optimizer" and by_output(value) else [value]:
+        for item in part if isinstance(part, list) and key != "optimizer" else [part]:
+            get(item, where)
 
 
 def default_steps_per_execution() -> int:
@@ -143,10 +261,12 @@ def compile_model(
     Args:
         model: a built `keras.Model`.
         preset: "multiclass", "multiclass_onehot", "binary", "multilabel",
-            "regression", or None/"auto" to infer it from the output layer.
-        optimizer: "adam", {"adam": {"learning_rate": 1e-3}}, or an optimizer object.
-        loss: a loss name, {name: args}, an object, or a mapping by output name.
-        metrics: a list of those, or a mapping by output name.
+            "regression", or None/"auto" to infer it from the loss or the output layer.
+        optimizer: "adam", {"adam": {"learning_rate": 1e-3}}, or an optimizer object; a
+            learning rate may be a schedule object or {"CosineDecay": {...}} by name.
+        loss: a loss name (Keras's, one `compile` resolves such as "ce", or one
+            registered with Keras), {name: args}, an object, or a mapping by output name.
+        metrics: a list of those ("acc" too), or a mapping by output name.
         loss_weights: per output, for multi-output models.
         steps_per_execution: "auto" (chosen per device) or an integer.
         jit_compile: "auto" (off on CPU, where XLA measured slower) or a boolean.

@@ -1,11 +1,14 @@
-"""The one Keras-name lookup: layers, optimizers, losses, metrics and callbacks by their
-Keras names (or names registered with `keras.saving.register_keras_serializable`), with
-their arguments checked against the class's own constructors.
+"""The one Keras-name lookup: layers, optimizers, learning-rate schedules, losses, metrics
+and callbacks by their Keras names (or names registered with
+`keras.saving.register_keras_serializable`, as "package>Name" or the bare class name), with
+their arguments checked against the class's own constructors; and the way back, a Keras
+object as its name and arguments (`as_recipe_value`).
 
     get_layer_class("Dense")                             # keras.layers.Dense
     resolve_object("optimizer", keras.optimizers, keras.optimizers.Optimizer,
                    {"adam": {"learning_rate": 1e-3}}, where)
     check_arguments(keras.callbacks.EarlyStopping, {"patiense": 3}, where)   # did you mean
+    as_recipe_value(keras.optimizers.SGD(0.1))           # {"SGD": {"learning_rate": 0.1}}
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import keras
+import numpy as np
 
 from kerakit.errors import NOWHERE, Where, did_you_mean
+from kerakit.recipe.keras_index import COMPILE_ALIASES
+from kerakit.recipe.keras_names import unknown_name
 
 # A recipe is plain data and never runs code (docs/security.md): these layers would.
 _REFUSED_LAYERS = {
@@ -116,25 +122,47 @@ def _at_argument(where: Where, args: Any, message: str) -> Where:
     return where
 
 
+def registered(name: str, base: type, *, functions: bool = False):
+    """What `keras.saving.register_keras_serializable` registered as `name` ("package>Name",
+    or the bare class name, as for layers) if it is a `base` class (or, with `functions`, a
+    function); else None."""
+    obj = keras.saving.get_registered_object(name)
+    if obj is None and ">" not in name:
+        for full, candidate in keras.saving.get_custom_objects().items():
+            if full.split(">")[-1] == name:
+                obj = candidate
+                break
+    if inspect.isclass(obj) and issubclass(obj, base):
+        return obj
+    return obj if functions and inspect.isfunction(obj) else None
+
+
 def resolve_object(kind: str, module, base: type, value: Any, where: Where, *, keep_strings: bool):
-    """A Keras object from a name, {name: args}, or a ready object (passed through)."""
+    """A Keras object from a name, {name: args}, or a ready object (passed through).
+
+    A name is Keras's own (kept as a string for Keras's compile when `keep_strings`), one
+    that Keras's compile resolves itself ("acc", "ce"), or a registered class or function.
+    """
     if isinstance(value, base) or callable(value) and not isinstance(value, (str, Mapping)):
         return value
     if isinstance(value, str):
+        if value.lower() in COMPILE_ALIASES.get(kind, ()):
+            return value  # compile picks the accuracy / crossentropy that fits the shapes
         try:
             obj = module.get(value)
         except (ValueError, TypeError):
             obj = None
-        if obj is None:
-            raise where.error(f"unknown {kind} {value!r}{did_you_mean(value, known_names(module))}")
-        return value if keep_strings else obj
+        if obj is not None:
+            return value if keep_strings else obj
+        found = registered(value, base, functions=kind in ("loss", "metric"))
+        if found is None:
+            raise where.error(unknown_name(kind, value, known_names(module)))
+        return instantiate(found, {}, where, kind) if inspect.isclass(found) else found
     if isinstance(value, Mapping) and len(value) == 1:
         ((name, args),) = value.items()
-        cls = find_class(module, str(name), base)
+        cls = find_class(module, str(name), base) or registered(str(name), base)
         if cls is None:
-            raise where.at(name).error(
-                f"unknown {kind} {name!r}{did_you_mean(name, known_names(module))}"
-            )
+            raise where.at(name).error(unknown_name(kind, name, known_names(module)))
         return instantiate(cls, args if args is not None else {}, where.at(name), kind)
     raise where.error(
         f"expected a {kind} name, {{name: {{args}}}} or a Keras object, got {value!r}"
@@ -152,14 +180,8 @@ def get_layer_class(name: str, where: Where = NOWHERE) -> type:
     cls = getattr(keras.layers, name, None)
     if inspect.isclass(cls) and issubclass(cls, keras.layers.Layer):
         return cls
-    registered = keras.saving.get_registered_object(name)
-    if registered is None and ">" not in name:
-        for full, obj in keras.saving.get_custom_objects().items():
-            if full.split(">")[-1] == name:
-                registered = obj
-                break
-    if inspect.isclass(registered) and issubclass(registered, keras.layers.Layer):
-        return registered
+    if (cls := registered(name, keras.layers.Layer)) is not None:
+        return cls
     known = _layer_names() + [k.split(">")[-1] for k in keras.saving.get_custom_objects()]
     raise where.error(
         f"unknown layer {name!r}{did_you_mean(name, known)}; use a class of keras.layers "
@@ -219,3 +241,78 @@ def get_callback_class(name: str, where: Where = NOWHERE) -> type:
             f"Keras callbacks: {', '.join(names)}"
         )
     return getattr(keras.callbacks, name)
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+def schedule_names() -> list[str]:
+    """The classes of keras.optimizers.schedules (as the index of Keras's names keeps them)."""
+    module, base = keras.optimizers.schedules, keras.optimizers.schedules.LearningRateSchedule
+    return sorted(
+        n
+        for n in dir(module)
+        if inspect.isclass(c := getattr(module, n)) and issubclass(c, base) and c is not base
+    )
+
+
+def get_schedule(value: Any, where: Where = NOWHERE) -> Any:
+    """A learning rate: a number, a schedule object, or {Schedule: {args}} by the name of a
+    class of keras.optimizers.schedules or of one registered with Keras."""
+    if not isinstance(value, Mapping):
+        return value
+    base = keras.optimizers.schedules.LearningRateSchedule
+    if len(value) != 1:
+        raise where.error(f"expected a number or one schedule {{Name: {{args}}}}, got {value!r}")
+    ((name, args),) = value.items()
+    cls = find_class(keras.optimizers.schedules, str(name), base) or registered(str(name), base)
+    if cls is None:
+        raise where.at(name).error(unknown_name("schedule", name, schedule_names()))
+    args = dict(args or {}) if isinstance(args, Mapping) else args
+    for key, arg in args.items() if isinstance(args, Mapping) else ():
+        if arg == "auto":  # resolve_compile fills it in where the run's length is known
+            raise where.at(name, key).error(
+                "'auto' is the number of training steps, filled in by kk.train and kerakit "
+                "check from the data; give a number here"
+            )
+    return instantiate(cls, args, where.at(name), "learning-rate schedule")
+
+
+# --------------------------------------------------------------------------- the way back
+
+
+def as_recipe_value(value: Any) -> Any:
+    """A Keras object as a recipe names it: {Name: arguments}, from its class (its registered
+    "package>Name" if it has one) and `get_config()` less what its constructor takes by
+    default (the learning rate always kept); a function by its (registered) name. Plain
+    values stay as they are, lists and mappings are walked."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): as_recipe_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [as_recipe_value(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        return value.item()  # a NumPy scalar
+    if not hasattr(value, "get_config") or inspect.isclass(value):
+        return keras.saving.get_registered_name(value) if callable(value) else repr(value)
+    cls = type(value)
+    defaults = {
+        p.name: p.default
+        for p in inspect.signature(cls).parameters.values()
+        if p.default is not p.empty
+    }
+    args = {}
+    for key, arg in value.get_config().items():
+        if isinstance(arg, Mapping) and {"class_name", "config"} <= set(arg):
+            arg = keras.saving.deserialize_keras_object(arg)  # a schedule inside an optimizer
+        arg = as_recipe_value(arg)
+        if key == "learning_rate" and isinstance(arg, float):
+            arg = float(str(np.float32(arg)))  # kept in float32: 0.001, not 0.0010000000474974513
+        elif key in defaults and arg == defaults[key] and type(arg) is type(defaults[key]):
+            continue
+        elif key == "name" and isinstance(value, keras.optimizers.Optimizer):
+            if re.sub(r"_\d+$", "", str(arg)).replace("_", "") == cls.__name__.lower():
+                continue  # "adam_1": a name Keras made up, different in every process
+        args[key] = arg
+    return {keras.saving.get_registered_name(cls): args}

@@ -1,8 +1,9 @@
 """An index of Keras's names, read with no TensorFlow: a misspelled layer, argument,
-activation, optimizer, loss or metric is refused while the recipe loads.
+activation, optimizer, loss, metric or learning-rate schedule is refused while the recipe loads.
 
 `ensure_index()` (which imports Keras: call it where Keras is loaded anyway) writes the
-names once per Keras version to `cache_dir()`/keras-names-<version>-f<FORMAT>.json.
+names once per Keras version to `cache_dir()`/keras-names-<version>-f<FORMAT>.json
+(what it holds: `kerakit.recipe.keras_index`).
 The checks refuse only what Keras is certain to refuse, with the message and position
 `kerakit.models.names` gives; what a user could have registered (`package>Name`, a bare
 name not one slip from a Keras name, arguments of a class taking **kwargs) is left to
@@ -12,8 +13,6 @@ or Keras is imported already.
 
 from __future__ import annotations
 
-import ast
-import functools
 import itertools
 import json
 import math
@@ -26,18 +25,25 @@ from typing import Any
 
 from kerakit._files import write_json
 from kerakit.errors import Where, did_you_mean
+from kerakit.recipe.keras_index import COMPILE_KINDS, FORMAT, build_index, keras_version
 
-FORMAT = 1
-COMPILE_KINDS = ("optimizer", "loss", "metric")
-# What a Keras layer takes through **kwargs (as kerakit.models.names.accepted_arguments).
-LAYER_KEYWORDS = ["input_shape", "input_dim", "batch_size", "name", "dtype", "trainable"]
-ACTIVATION_ARGUMENTS = ("activation", "recurrent_activation")  # keras.activations.get's
 # Refused first by kerakit.models: layers that run code, a lookup layer's file arguments.
 REFUSED_LAYERS = ("Lambda", "TFSMLayer")
 FILE_ARGUMENTS = ("vocabulary", "stop_words", "idf_weights")
-_NOT_CALLBACKS = ("Callback", "CallbackList", "History", "ProgbarLogger")  # keras_callback_names
-_PROBES = ("kerakit_probe_7a1c", "kerakit_probe_e93f")
+# How a kind is named in messages, and the Keras module its names come from.
+WORDS = {"schedule": "learning-rate schedule"}
+MODULES = {"optimizer": "keras.optimizers", "loss": "keras.losses", "metric": "keras.metrics",
+           "schedule": "keras.optimizers.schedules"}  # fmt: skip
 _loaded: dict = {}  # (path, mtime, size) -> (index, KerasNames)
+
+
+def unknown_name(kind: str, name: Any, known) -> str:
+    """The one message for an unknown optimizer, loss, metric or schedule name (the models
+    stage gives it too: `kerakit check` says the same with or without the index)."""
+    return (
+        f"unknown {WORDS.get(kind, kind)} {name!r}{did_you_mean(str(name), known)}; use a name "
+        f"from {MODULES[kind]} or one registered with keras.saving.register_keras_serializable"
+    )
 
 
 def cache_dir() -> Path:
@@ -46,17 +52,6 @@ def cache_dir() -> Path:
         return Path(os.environ["KERAKIT_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "kerakit"
-
-
-@functools.cache
-def keras_version() -> str | None:
-    """The installed Keras's version, from its metadata (no import); None without Keras."""
-    from importlib import metadata
-
-    try:
-        return metadata.version("keras")
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def index_path(version: str | None = None) -> Path | None:
@@ -103,6 +98,7 @@ class KerasNames:
         self.activations = set(_strs(data["activations"]))
         self.tables = {k: (_strs(data[k]["known"]), _strs(data[k]["dir"]),
                            _classes(data[k]["classes"])) for k in COMPILE_KINDS}  # fmt: skip
+        self.aliases = {k: {a.lower() for a in _strs(data[k]["aliases"])} for k in COMPILE_KINDS}
 
     def check_layer(self, name: Any, args: Any, where: Where, *, default_name: Any = None) -> None:
         """One layer entry, as kerakit.models.builders.make_layer will meet it."""
@@ -140,19 +136,23 @@ class KerasNames:
                     )
 
     def check_name(self, kind: str, value: Any, where: Where) -> None:
-        """One optimizer, loss or metric (`kind`): a name, or {Name: {args}}."""
+        """One optimizer, loss, metric or schedule (`kind`): a name, or {Name: {args}}. A name
+        not Keras's is refused only when it is a slip of one (it may be registered)."""
         known, attrs, classes = self.tables[kind]
-        if isinstance(value, str) and value not in known:
-            # keras.losses.get and keras.metrics.get look in Keras's own table only;
-            # keras.optimizers.get ignores case, and finds registered names too
-            lower = value.lower() in {k.lower() for k in known}
-            if kind != "optimizer" or (value.isidentifier() and not lower and _slip(value, known)):
-                raise where.error(f"unknown {kind} {value!r}{did_you_mean(value, known)}")
+        if isinstance(value, str) and value not in known and ">" not in value:
+            # keras.losses.get and keras.metrics.get look in Keras's own table (then kerakit
+            # in the registry); keras.optimizers.get ignores case; compile takes its aliases
+            lower = value.lower() in {k.lower() for k in known} and kind == "optimizer"
+            if value.lower() in self.aliases[kind] or lower or not value.isidentifier():
+                return
+            if _slip(value, known):
+                raise where.error(unknown_name(kind, value, known))
         elif isinstance(value, Mapping) and len(value) == 1:
             ((name, args),) = value.items()
             if (info := _find_class(attrs, classes, str(name))) is None:
-                # found among the Keras module's attributes only, so certainly unknown
-                raise where.at(name).error(f"unknown {kind} {name!r}{did_you_mean(name, known)}")
+                if ">" not in str(name) and _slip(str(name), known):
+                    raise where.at(name).error(unknown_name(kind, name, known))
+                return
             args = {} if args is None else args
             if isinstance(args, Mapping):
                 _check_arguments(info, args, where.at(name))
@@ -242,159 +242,3 @@ def build_index_file(path: str | os.PathLike | None = None) -> Path | None:
     """Build the index of the installed Keras and write it atomically; its path."""
     path = Path(path) if path is not None else index_path()
     return None if path is None else write_json(path, build_index())
-
-
-def build_index() -> dict:
-    """Keras's names, their classes' arguments and messages, as plain data. Imports Keras."""
-    import importlib
-    import inspect
-
-    import keras
-
-    def table(module) -> dict:  # keras.src.<module>.ALL_OBJECTS_DICT: what `get` looks in
-        src = "keras.src." + module.__name__.rsplit(".", 1)[-1]
-        return getattr(importlib.import_module(src), "ALL_OBJECTS_DICT", {})
-
-    layers = keras.layers
-    names = [n for n in dir(layers) if inspect.isclass(getattr(layers, n, None))]
-    lookup = (layers.StringLookup, layers.IntegerLookup, layers.TextVectorization)
-    classes = {}
-    for n in names:
-        if issubclass(cls := getattr(layers, n), layers.Layer):
-            classes[n] = info = _class_info(cls, layer=True)
-            info["lookup"] = issubclass(cls, lookup)
-            info["activation"] = {
-                arg: parts
-                for arg in ACTIVATION_ARGUMENTS
-                if arg in info["args"] and (parts := _probe_activation(cls, arg))
-            }
-    out = {
-        "format": FORMAT,
-        "keras": keras_version() or keras.__version__,
-        "backend": keras.backend.backend(),
-        "layers": {
-            "names": names,
-            "registered": [k.split(">")[-1] for k in keras.saving.get_custom_objects()
-                           if k.startswith("kerakit>")],
-            "classes": classes,
-        },
-        # keras.activations.get(name) is ALL_OBJECTS_DICT.get(name), if callable
-        "activations": sorted(n for n, f in table(keras.activations).items() if callable(f)),
-        "callbacks": sorted(n for n, c in vars(keras.callbacks).items() if isinstance(c, type)
-                            and issubclass(c, keras.callbacks.Callback)
-                            and n not in _NOT_CALLBACKS),
-    }  # fmt: skip
-    for kind, module, base in (("optimizer", keras.optimizers, keras.optimizers.Optimizer),
-                               ("loss", keras.losses, keras.losses.Loss),
-                               ("metric", keras.metrics, keras.metrics.Metric)):  # fmt: skip
-        out[kind] = {  # known: as kerakit.models.names.known_names
-            "known": sorted({n for n in dir(module) if not n.startswith("_")} | set(table(module))),
-            "dir": dir(module),
-            "classes": {
-                n: _class_info(obj, layer=False)
-                for n in dir(module)
-                if inspect.isclass(obj := getattr(module, n, None)) and issubclass(obj, base)
-            },
-        }
-    return out
-
-
-def _class_info(cls: type, *, layer: bool) -> dict:
-    import inspect
-
-    args: list[str] = []  # as kerakit.models.names.accepted_arguments (a test compares them)
-    for klass in cls.__mro__:
-        try:
-            params = inspect.signature(klass.__dict__["__init__"]).parameters.values()
-        except (KeyError, TypeError, ValueError):
-            continue
-        args += [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
-    args = [a for a in dict.fromkeys(args + (LAYER_KEYWORDS if layer else [])) if a != "self"]
-    opened, swallowed = _kwargs_use(cls)
-    return {"class": cls.__name__, "args": args, "swallowed": swallowed, "open": opened}
-
-
-def _kwargs_use(cls: type) -> tuple[bool, list[str]]:
-    """(open, swallowed): whether cls(...) may take a keyword no constructor names, and those
-    one takes out of **kwargs itself (LeakyReLU's `alpha`), from the constructors' source
-    along the MRO up to one that refuses the rest; anything unclear is open."""
-    import inspect
-
-    swallowed: list[str] = []
-    for klass in cls.__mro__[:-1]:  # object.__init__ refuses any keyword
-        if (init := klass.__dict__.get("__init__")) is None:
-            continue
-        try:
-            params = inspect.signature(init).parameters.values()
-        except (TypeError, ValueError):
-            return True, swallowed
-        kw = [p.name for p in params if p.kind is p.VAR_KEYWORD]
-        verdict = _kwargs_verdict(init, kw[0], swallowed) if kw else "refuses"
-        if verdict != "forwards":
-            return verdict == "open", sorted(set(swallowed))
-    return False, sorted(set(swallowed))
-
-
-def _kwargs_verdict(init, kw: str, swallowed: list[str]) -> str:
-    """'refuses' (`if kwargs: raise`), 'forwards' (to super().__init__ only), or 'open'."""
-    import inspect
-    import textwrap
-
-    try:
-        func = ast.parse(textwrap.dedent(inspect.getsource(init))).body[0]
-    except (OSError, TypeError, SyntaxError, IndexError):
-        return "open"
-    parent = {child: node for node in ast.walk(func) for child in ast.iter_child_nodes(node)}
-
-    def text(node) -> bool:
-        return isinstance(node, ast.Constant) and isinstance(node.value, str)
-
-    def in_raise(node) -> bool:  # named in the message of what it raises
-        while (node := parent.get(node)) is not None:
-            if isinstance(node, ast.Raise):
-                return True
-        return False
-
-    forwards = refuses = False
-    for node in ast.walk(func):
-        if not (isinstance(node, ast.Name) and node.id == kw) or in_raise(node):
-            continue
-        up = parent.get(node)
-        call = parent.get(up)
-        first = call.args[0] if isinstance(call, ast.Call) and call.args else None
-        if isinstance(up, ast.keyword) and up.arg is None:
-            if not (isinstance(call, ast.Call) and ast.unparse(call.func) == "super().__init__"):
-                return "open"
-            forwards = True  # super().__init__(..., **kwargs)
-        elif isinstance(up, ast.Attribute) and up.attr in ("pop", "get") and text(first):
-            swallowed.append(first.value)  # kwargs.pop("x", ...)
-        elif isinstance(up, ast.Compare) and up.comparators == [node] and text(up.left):
-            swallowed.append(up.left.value)  # "x" in kwargs
-        elif isinstance(up, ast.Subscript) and up.value is node and text(up.slice):
-            swallowed.append(up.slice.value)  # kwargs["x"]
-        elif isinstance(up, ast.If) and up.test is node and ast.Raise in map(type, up.body):
-            refuses = True  # if kwargs: raise ...
-        else:
-            return "open"
-    return "refuses" if refuses else "forwards" if forwards else "open"
-
-
-def _probe_activation(cls: type, arg: str) -> list[str] | None:
-    """Keras's message for an unknown activation given to `cls` as `arg`, split where the
-    name goes; None unless the constructor says it (its other required arguments at 1)."""
-    import inspect
-    import warnings
-
-    found = []
-    for probe in _PROBES:
-        try:
-            params = inspect.signature(cls).parameters.values()
-            kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-            required = {p.name: 1 for p in params if p.default is p.empty and p.kind in kinds}
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                cls(**{**required, arg: probe})
-            return None
-        except Exception as exc:  # noqa: BLE001 - meant to fail; how it fails is the answer
-            found.append(str(exc).split(probe))
-    return found[0] if len(found[0]) > 1 and found[0] == found[1] else None

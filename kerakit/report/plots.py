@@ -77,7 +77,9 @@ def plot_history(history: Any) -> Figure:
     x = np.arange(1, epochs + 1)
     for i, name in enumerate(names):
         ax = fig.add_subplot(nrows, ncols, i + 1)
-        for key, label, style in ((name, "train", "o-"), (f"val_{name}", "validation", "s--")):
+        # the learning rate: the optimizer's at each epoch's end, not a training curve
+        train = "at the epoch's end" if name in _LOG_SCALE else "train"
+        for key, label, style in ((name, train, "o-"), (f"val_{name}", "validation", "s--")):
             if key in columns:
                 y = columns[key]
                 ax.plot(x[: len(y)], y, style, label=label, markersize=3)

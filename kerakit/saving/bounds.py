@@ -47,6 +47,22 @@ def _size(n: int) -> str:
     return f"{n:,} bytes ({n / 2**20:,.1f} MiB)"
 
 
+def _check_total(total: int, file_bytes: int, path: Any, what: str) -> None:
+    """The one rule for a whole file: at most MAX_UNPACKED_BYTES, at most MAX_RATIO times its size."""
+    if total > MAX_UNPACKED_BYTES:
+        raise _too_big(
+            path, f"{what} {_size(total)} in all (at most {_size(MAX_UNPACKED_BYTES)})",
+            "MAX_UNPACKED_BYTES",
+        )  # fmt: skip
+    if total > RATIO_FLOOR and total > MAX_RATIO * max(file_bytes, 1):
+        raise _too_big(
+            path,
+            f"{what} {_size(total)} in all, {total / max(file_bytes, 1):,.0f} times the "
+            f"{_size(file_bytes)} file (at most {MAX_RATIO}:1)",
+            "MAX_RATIO",
+        )
+
+
 def check_zip_bounds(infos: list, file_bytes: int, path: Any, what: str) -> None:
     """Refuse zip members (and a zip) that unpack to far more than they store."""
     total = 0
@@ -61,21 +77,7 @@ def check_zip_bounds(infos: list, file_bytes: int, path: Any, what: str) -> None
                 f"{MAX_RATIO}:1 above {_size(RATIO_FLOOR)})",
                 "MAX_RATIO",
             )
-    if total > MAX_UNPACKED_BYTES:
-        raise _too_big(
-            path,
-            f"{what}'s {len(infos)} members unpack to {_size(total)} in all (at most "
-            f"{_size(MAX_UNPACKED_BYTES)})",
-            "MAX_UNPACKED_BYTES",
-        )
-    if total > RATIO_FLOOR and total > MAX_RATIO * max(file_bytes, 1):
-        raise _too_big(
-            path,
-            f"{what}'s {len(infos)} members unpack to {_size(total)} in all, "
-            f"{total / max(file_bytes, 1):,.0f} times the {_size(file_bytes)} file (at most "
-            f"{MAX_RATIO}:1)",
-            "MAX_RATIO",
-        )
+    _check_total(total, file_bytes, path, f"{what}'s {len(infos)} members unpack to")
 
 
 class _Slice(io.RawIOBase):
@@ -202,18 +204,4 @@ def check_h5_bounds(h5: Any, path: Any, file_bytes: int, what: str) -> None:
     h5.visititems_links(visit)
     if found:
         raise found[0]
-    if total > MAX_UNPACKED_BYTES:
-        raise _too_big(
-            path,
-            f"the datasets of {what} declare {_size(total)} in all (at most "
-            f"{_size(MAX_UNPACKED_BYTES)})",
-            "MAX_UNPACKED_BYTES",
-        )
-    if total > RATIO_FLOOR and total > MAX_RATIO * max(file_bytes, 1):
-        raise _too_big(
-            path,
-            f"the datasets of {what} declare {_size(total)} in all, "
-            f"{total / max(file_bytes, 1):,.0f} times the {_size(file_bytes)} file (at most "
-            f"{MAX_RATIO}:1)",
-            "MAX_RATIO",
-        )
+    _check_total(total, file_bytes, path, f"the datasets of {what} declare")

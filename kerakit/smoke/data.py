@@ -33,6 +33,7 @@ from kerakit.errors import DataError
 from kerakit.models import build_model, resolve_compile
 from kerakit.recipe import Recipe
 from kerakit.recipe.data import COMMON_DEFAULTS, data_path, source_kind
+from kerakit.training.build import schedule_steps
 
 
 def tiny_data(recipe: Recipe, *, batches: int, folder: Path, notes: list) -> tuple:
@@ -166,7 +167,8 @@ def _probe_model(recipe: Recipe, notes: list):
             f"data: stand-in images of {size[0]}x{size[1]}x{channels} (from data.image_size)"
         )
         model = build_model(recipe, input_shape=(*size, channels), num_classes=2)
-    section, _ = resolve_compile(recipe["compile"], model, where=recipe.where.at("compile"))
+    section, _ = resolve_compile(recipe["compile"], model, where=recipe.where.at("compile"),
+                                 steps=schedule_steps(recipe, None))  # fmt: skip
     return model, section
 
 

@@ -1,22 +1,46 @@
-"""Building a run's model: seeds, precision, the strategy, the compiled model, and the
-checks between data and model that Keras would only report mid-fit (or never)."""
+"""Building a run's model: seeds, precision, the strategy, the compiled model (with what
+`kk.train` was given in Python, and a schedule's length from the data), and the checks
+between data and model that Keras would only report mid-fit (or never)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from typing import Any
+
+import keras
 
 from kerakit._compat import max_steps_per_execution
 from kerakit.augment import augmentation
-from kerakit.errors import data_error
+from kerakit.errors import Where, data_error
 from kerakit.models import apply_compile, budget, build_model, resolve_compile
-from kerakit.recipe import Recipe
+from kerakit.models.compile import record_python_values
+from kerakit.recipe import Recipe, resolve_compile_section
+from kerakit.recipe.compile import has_schedule
 from kerakit.recipe.keras_names import ensure_index
 from kerakit.training.callbacks import hooks_every_batch
-from kerakit.training.distribute import make_strategy
+from kerakit.training.distribute import global_batch_size, make_strategy
+
+LEARNING_RATE_LOG = "kerakit>LearningRateLog"
+
+
+@keras.saving.register_keras_serializable(package="kerakit", name="LearningRateLog")
+class LearningRateLog(keras.callbacks.Callback):
+    """Logs the optimizer's learning rate as `learning_rate` at each epoch's end: with a
+    schedule, its value at the steps taken so far (the rate of the next step). Keras logs
+    it only from ReduceLROnPlateau, which cannot work with a schedule; kerakit puts this
+    first among a scheduled run's callbacks, so history.csv and history.png show it."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        optimizer = getattr(self.model, "optimizer", None)
+        if logs is not None and optimizer is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+    def get_config(self) -> dict:
+        return {}
 
 
 def set_seeds(recipe: Recipe) -> None:
-    import keras
     import tensorflow as tf
 
     if recipe["seed"] is not None:
@@ -57,15 +81,15 @@ def make_strategy_for(recipe: Recipe):
     return make_strategy(recipe["train"], where=recipe.where.at("train"))
 
 
-def build_compiled(recipe: Recipe, bundle, *, strategy=None, callbacks=()):
+def build_compiled(recipe: Recipe, bundle, *, strategy=None, callbacks=(), compile_args=None):
     """Build and compile the recipe's model; returns (model, resolved compile section, notes).
 
     `callbacks` are the callback objects given from Python: one that works per batch
     makes an automatic `steps_per_execution` 1 (Keras calls per-batch hooks once per
-    block of steps).
+    block of steps). `compile_args` are `kk.train`'s optimizer, loss and metrics: each
+    replaces the recipe's; Keras objects among them are compiled as they are and written
+    into the resolved section as their Keras config (`from_python` names them).
     """
-    import keras
-
     ensure_index()  # Keras is loaded: index its names once per version for `kerakit check`
     policy, why = precision_policy(recipe)
     previous = keras.mixed_precision.global_policy().name
@@ -78,12 +102,17 @@ def build_compiled(recipe: Recipe, bundle, *, strategy=None, callbacks=()):
             model = _with_augmentation_inside(recipe, model, aug)
     finally:
         keras.mixed_precision.set_global_policy(previous)
-    section, notes = resolve_compile(recipe["compile"], model, where=recipe.where.at("compile"))
+    given, where, from_python = compile_given(recipe, compile_args)
+    steps = schedule_steps(recipe, bundle, strategy)
+    section, notes = resolve_compile(given, model, where=where, steps=steps)
     if aug is not None and aug.needs_labels and section["preset"] == "multiclass":
         # mixup/cutmix blend labels, so they need one-hot labels and categorical crossentropy
         section["preset"] = "multiclass_onehot"
-        if section.get("loss") == "sparse_categorical_crossentropy":
+        loss = section.get("loss")
+        if loss == "sparse_categorical_crossentropy":
             section["loss"] = "categorical_crossentropy"
+        elif isinstance(loss, Mapping) and list(loss) == ["SparseCategoricalCrossentropy"]:
+            section["loss"] = {"CategoricalCrossentropy": loss["SparseCategoricalCrossentropy"]}
         notes.append("compile preset: multiclass_onehot (mixup/cutmix blend one-hot labels)")
     per_batch = _per_batch_reason(recipe, callbacks)
     if recipe["compile"].get("steps_per_execution", "auto") == "auto" and per_batch:
@@ -96,9 +125,78 @@ def build_compiled(recipe: Recipe, bundle, *, strategy=None, callbacks=()):
             # keras#19246: fit breaks with steps_per_execution > 1 on several replicas
             section["steps_per_execution"] = cap
             notes.append(f"steps_per_execution: {cap} (several replicas; keras#19246)")
-    apply_compile(model, section, where=recipe.where.at("compile"))
+    apply_compile(model, section, where=where)
+    if from_python:
+        section, more = record_python_values(section, from_python, where=where)
+        notes += more
+    notes += schedule_callbacks(recipe["train"]["callbacks"], section)[1]
     notes.append(f"precision: {policy} ({why})")
     return model, section, policy, notes
+
+
+def compile_given(recipe: Recipe, given: Mapping | None) -> tuple[dict, Where, list[str]]:
+    """The recipe's compile section with `kk.train`'s optimizer, loss and metrics put in
+    (names checked as the recipe's are), where its mistakes are reported
+    ("kk.train(loss=...): compile.loss: ..."), and the keys that hold Keras objects."""
+    given = {k: v for k, v in (given or {}).items() if v is not None}
+    if not given:
+        return dict(recipe["compile"]), recipe.where.at("compile"), []
+    positions = {p: v for p, v in recipe.positions.items()
+                 if not (p[:1] == ("compile",) and p[1:2] and p[1] in given)}  # fmt: skip
+    positions.update({("compile", key): (f"kk.train({key}=...)",) for key in given})
+    where = Where(recipe.file, positions).at("compile")
+    objects = [key for key, value in given.items() if not _plain(value)]
+    section = {**recipe["compile"], **{k: v for k, v in given.items() if k not in objects}}
+    section.pop("from_python", None)
+    section = resolve_compile_section(section, where)
+    noted = set(recipe["compile"].get("from_python") or []) - set(given)
+    if noted:  # still Keras configs from an earlier run's objects
+        section["from_python"] = sorted(noted)
+    section.update({key: given[key] for key in objects})
+    return section, where, objects
+
+
+def _plain(value: Any) -> bool:
+    """Whether a value is plain data (a recipe could hold it), not a Keras object."""
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (str, bool, int, float))
+
+
+def schedule_steps(recipe: Recipe, bundle, strategy=None) -> dict:
+    """What a schedule's `decay_steps: auto` is made of: epochs, steps per epoch (None when
+    the data is not loaded yet: `kerakit check` of arrays), and how they were counted."""
+    epochs = recipe["train"]["epochs"]
+    if bundle is None:
+        return {
+            "epochs": epochs,
+            "per_epoch": None,
+            "why": "the data comes as arrays when training",
+        }
+    batch = global_batch_size(recipe["data"]["batch_size"], strategy)
+    size = int(bundle.sizes.get("train") or 0)
+    per_epoch = max(1, math.ceil(size / batch))
+    return {"epochs": epochs, "per_epoch": per_epoch,
+            "why": f"{size:,} training examples in batches of {batch}"}  # fmt: skip
+
+
+def schedule_callbacks(callbacks: list, section: Mapping) -> tuple[list, list[str]]:
+    """A scheduled run's callbacks: ReduceLROnPlateau left out (Keras cannot set a scheduled
+    rate: it would fail at its first cut) and kerakit's LearningRateLog first; and notes."""
+    if not has_schedule(section.get("optimizer")):
+        return callbacks, []
+    kept = [entry for entry in callbacks if "ReduceLROnPlateau" not in entry]
+    notes = []
+    if len(kept) < len(callbacks):
+        notes.append(
+            "callbacks: ReduceLROnPlateau left out (the learning rate follows the schedule)"
+        )
+    if not any(LEARNING_RATE_LOG in entry for entry in kept):
+        kept = [{LEARNING_RATE_LOG: {}}, *kept]
+        notes.append(f"callbacks: {LEARNING_RATE_LOG} logs the scheduled learning_rate each epoch")
+    return kept, notes
 
 
 def _per_batch_reason(recipe: Recipe, callbacks) -> str | None:
@@ -115,8 +213,6 @@ def _per_batch_reason(recipe: Recipe, callbacks) -> str | None:
 
 def _with_augmentation_inside(recipe: Recipe, model, aug):
     """`augment.placement: model`: the augmentation as the model's first layer (training only)."""
-    import keras
-
     if "transfer" in recipe["model"]:
         raise recipe.where.at("augment", "placement").error(
             "placement: model is not supported for transfer models yet; use placement: data"
@@ -129,6 +225,7 @@ def resolved_recipe(recipe: Recipe, compile_section: dict, policy: str) -> Recip
     resolved = recipe.replace("compile", compile_section)
     train = dict(resolved["train"])
     train["precision"] = policy
+    train["callbacks"] = schedule_callbacks(train["callbacks"], compile_section)[0]
     return resolved.replace("train", train)
 
 

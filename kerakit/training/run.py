@@ -176,6 +176,9 @@ def train(
     verbose: int | str | None = None,
     command: list[str] | None = None,
     callbacks: list | None = None,
+    optimizer: Any = None,
+    loss: Any = None,
+    metrics: Any = None,
     print_fn=print,
 ) -> Run:
     """Train a recipe end to end and leave a complete run folder.
@@ -190,6 +193,11 @@ def train(
             of the same recipe is resumed, unless `new` is true.
         verbose: Keras's fit verbosity (default: the recipe's, "auto").
         callbacks: more Keras callback objects, run after the recipe's own.
+        optimizer, loss, metrics: replace the recipe's ``compile.optimizer``,
+            ``compile.loss``, ``compile.metrics``; each as a recipe writes it (a name,
+            ``{name: {args}}``) or a Keras object (an optimizer, with a schedule as its
+            learning rate; a loss; metrics). recipe.resolved.yaml records an object as
+            ``{ClassName: its get_config()}`` and names it under ``compile.from_python``.
 
     Returns:
         A `Run` with the model, the history, the test metrics and the folder.
@@ -215,7 +223,11 @@ def train(
     bundle = load_recipe_data(recipe, x=x, y=y, validation_data=validation_data)
     with strategy.scope():
         model, compile_section, policy, notes = build_compiled(
-            recipe, bundle, strategy=strategy, callbacks=callbacks or ()
+            recipe,
+            bundle,
+            strategy=strategy,
+            callbacks=callbacks or (),
+            compile_args={"optimizer": optimizer, "loss": loss, "metrics": metrics},
         )
     for note in notes + [f"distribute: {describe_strategy(strategy)}"]:
         print_fn(note)

@@ -420,3 +420,122 @@ def test_class_weight_keys_are_class_indices(key):
               "train": {"class_weight": {key: 1.0}}}  # fmt: skip
     with pytest.raises(RecipeError, match="class_weight keys are class indices"):
         load_recipe(recipe)
+
+
+# ---------------------------------------------------------------- issue 17: compile
+
+
+SCHEDULE = """
+data: {source: digits}
+model: {sequential: [Flatten, {Dense: {units: 10}}]}
+compile:
+  optimizer:
+    adam:
+      learning_rate:
+        %s
+"""
+
+
+@pytest.mark.parametrize(
+    "schedule,linecol,path,words",
+    [
+        ("CosineDecay: {initial_learning_rate: 0.1, decay_steps: atuo}", "7:64",
+         "CosineDecay.decay_steps", "expected 'auto' or a number of steps, got a string 'atuo'"),
+        ("ExponentialDecay: {initial_learning_rate: '0.1'}", "7:51",
+         "ExponentialDecay.initial_learning_rate", "(write it without quotes)"),
+        ("CosineDecay: {initial_learning_rate: -0.1}", "7:46", "CosineDecay.initial_learning_rate",
+         "-0.1 is out of range"),
+        ("PiecewiseConstantDecay: {boundaries: [10, x], values: [1, 2, 3]}", "7:51",
+         "PiecewiseConstantDecay.boundaries[1]", "expected a number"),
+        ("PolynomialDecay: {initial_learning_rate: 0.1, decay_steps: 10, cycle: yes}", "7:79",
+         "PolynomialDecay.cycle", "expected true or false"),
+        ("{CosineDecay: {}, ExponentialDecay: {}}", "6:7", "learning_rate",
+         "expected a number or one schedule of keras.optimizers.schedules"),
+        ("CosineDecay: [0.1, 10]", "7:9", "CosineDecay", "the keyword arguments of 'CosineDecay'"),
+    ],
+)  # fmt: skip
+def test_a_schedules_numbers_are_checked_without_tensorflow(schedule, linecol, path, words,
+                                                            write_recipe):  # fmt: skip
+    file = write_recipe(SCHEDULE % schedule)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(file)
+    message = str(info.value)
+    assert message.startswith(f"{file}:{linecol}: compile.optimizer.adam.learning_rate"), message
+    assert f".{path}: " in message or f": compile.optimizer.adam.{path}: " in message, message
+    assert words in message, message
+
+
+def test_a_schedule_and_the_python_note_load_and_round_trip(write_recipe):
+    file = write_recipe(
+        SCHEDULE % "CosineDecay: {initial_learning_rate: 0, decay_steps: auto, warmup_target: 1e-3,"
+        " warmup_steps: 10}" + "  from_python: [optimizer]\n"
+    )
+    recipe = load_recipe(file)
+    rate = recipe["compile"]["optimizer"]["adam"]["learning_rate"]
+    assert rate == {"CosineDecay": {"initial_learning_rate": 0, "decay_steps": "auto",
+                                    "warmup_target": 0.001, "warmup_steps": 10}}  # fmt: skip
+    assert recipe["compile"]["from_python"] == ["optimizer"]
+    assert load_recipe(recipe.to_dict()).to_dict() == recipe.to_dict()
+    with pytest.raises(RecipeError, match="compile.from_python: expected a list of optimizer"):
+        load_recipe({**recipe.to_dict(), "compile": {"from_python": ["model"]}})
+
+
+def test_a_classification_loss_says_the_preset_and_its_metrics():
+    from kerakit.recipe.compile import PRESETS, infer_preset_name, loss_preset
+
+    sparse = {"SparseCategoricalCrossentropy": {"from_logits": True}}
+    assert loss_preset(sparse) == ("multiclass", True, "SparseCategoricalCrossentropy")
+    assert loss_preset("binary_crossentropy") == ("binary", False, "binary_crossentropy")
+    assert loss_preset({"a": "mse", "b": "bce"})[0] is None  # by output
+    assert loss_preset("ce")[0] is None  # Keras's compile decides by the shapes
+    assert infer_preset_name(None, 1, {"BCE": {"from_logits": True}})[0] == "binary"
+    assert (
+        infer_preset_name(None, 4, {"BinaryCrossentropy": {"from_logits": True}})[0] == "multilabel"
+    )
+    assert infer_preset_name("softmax", 3, "mse")[0] == "multiclass"  # the layer decides
+    recipe = load_recipe({"data": {"source": "digits"}, "model": {"sequential": ["Flatten"]},
+                          "compile": {"preset": "binary", "loss": {"BCE": {"from_logits": True}}}})  # fmt: skip
+    assert recipe["compile"]["metrics"] == PRESETS["binary"]["logits_metrics"]
+
+
+@pytest.fixture(scope="module")
+def keras_names():
+    """The checks of the index of the installed Keras (built here: imports Keras)."""
+    from kerakit.recipe.keras_index import build_index
+    from kerakit.recipe.keras_names import KerasNames
+
+    index = build_index()
+    return index, KerasNames(index)
+
+
+@pytest.mark.slow  # TensorFlow's import, when no test before it imported it
+def test_the_index_knows_schedules_and_the_names_compile_takes(keras_names):
+    import keras
+
+    from kerakit.errors import Where
+    from kerakit.models.names import accepted_arguments, schedule_names
+
+    index, names = keras_names
+    assert index["format"] == 2 and index["schedule"]["known"] == schedule_names()
+    for n, info in index["schedule"]["classes"].items():
+        assert info["args"] == accepted_arguments(getattr(keras.optimizers.schedules, n)), n
+    assert set(index["layers"]["registered"]) <= {"AugmentLayer", "BackbonePreprocess"}
+    w = Where(path=("compile", "metrics", 0))
+    for ok in ("acc", "ACC", "Accuracy", "accuracy"):
+        names.check_name("metric", ok, w)
+    for ok in ("ce", "CrossEntropy", "CustomMSE", "mypkg>CustomMSE", "my_own_loss"):
+        names.check_name("loss", ok, w)  # Keras's compile takes it, or it may be registered
+    names.check_name("loss", {"CustomMSE": {"scale": 2}}, w)
+    for kind, value, message in [
+        ("metric", "acuracy", "unknown metric 'acuracy' (did you mean 'accuracy'"),
+        ("loss", "msee", "unknown loss 'msee' (did you mean 'mse'"),
+        ("schedule", {"ExponentialDecy": {}}, "compile.metrics[0].ExponentialDecy: unknown "
+         "learning-rate schedule 'ExponentialDecy' (did you mean 'ExponentialDecay'"),
+        ("schedule", {"ExponentialDecay": {"decay_step": 3}}, "ExponentialDecay has no argument "
+         "'decay_step' (did you mean 'decay_steps'"),
+    ]:  # fmt: skip
+        with pytest.raises(RecipeError) as info:
+            names.check_name(kind, value, w)
+        assert message in str(info.value), str(info.value)
+    names.check_name("schedule", {"MyWarmup": {"steps": 3}}, w)  # may be registered
+    names.check_name("schedule", {"CosineDecay": {"decay_steps": "auto"}}, w)
