@@ -488,7 +488,7 @@ TEXT_MUTATORS = [_t_truncate, _t_bad_utf8, _t_control, _t_trap, _t_trap, _t_dupl
 
 
 def _buildable(tree) -> bool:
-    """Builds in well under a second, offline: no transfer backbone, no huge sizes, no slow data.
+    """Checks in about a second, offline: no transfer backbone, no huge sizes, no slow data.
 
     Sizes past `BIG` (``units: 10**12``, ``input_shape: [65536, 28, 1]``) are checked
     by the schema stage only: Keras would allocate gigabytes, or TensorFlow would
@@ -500,10 +500,10 @@ def _buildable(tree) -> bool:
     sizes = [v for _, v in _walk(model) if isinstance(v, int) and not isinstance(v, bool)]
     if any(abs(v) > BIG for v in sizes) or math.prod(v for v in sizes if v > 0) > BIG**3:
         return False
-    if "functional" in model or model.get("input_shape"):
-        return True
+    # `kerakit check` reads the data as `train` does: only the small local sources here
     data = tree.get("data")
-    return isinstance(data, dict) and data.get("source") == "digits"
+    source = data.get("source") if isinstance(data, dict) else data
+    return isinstance(source, str) and (source == "digits" or source.startswith(("npz:", "csv:")))
 
 
 def _k_mutate(rng, tree) -> None:

@@ -141,9 +141,14 @@ class Where:
 NOWHERE = Where()
 
 
-def data_error(where: Where, key: str, message: str) -> DataError:
-    """A DataError whose text names the recipe position and key path like a RecipeError."""
-    return DataError(str(where.at(key).error(message)))
+class RecipeDataError(RecipeError, DataError):
+    """A mistake in the data found at a recipe position: both a `RecipeError` (it names the
+    file, line and key path) and a `DataError`."""
+
+
+def data_error(where: Where, key: str, message: str) -> RecipeDataError:
+    """A DataError that names the recipe position and key path like a RecipeError."""
+    return where.at(key).error(message, cls=RecipeDataError)
 
 
 def where_of(obj: Any, *keys) -> Where:

@@ -88,6 +88,7 @@ def check_layer(
     layer: keras.layers.Layer, input_shape: Sequence, total: int, name: str, where: Where
 ) -> int:
     """Add `layer`'s weights to `total` (the model's so far); refuse what cannot be trained here."""
+    _check_kernel(layer, input_shape, name, where)
     weights = estimate_weights(layer, input_shape)
     total += weights
     need, have = total * BYTES_PER_WEIGHT * TRAINING_COPIES, memory_bytes()
@@ -99,6 +100,24 @@ def check_layer(
             f"machine's {_gb(have)} of memory; use fewer units or filters, or a smaller input"
         )
     return total
+
+
+def _check_kernel(
+    layer: keras.layers.Layer, input_shape: Sequence, name: str, where: Where
+) -> None:
+    """A convolution kernel more than twice the input's size sees almost only padding, and
+    TensorFlow's CPU kernels abort the process on it (an out-of-memory check failure)."""
+    kernel = getattr(layer, "kernel_size", None)
+    if not isinstance(kernel, tuple) or getattr(layer, "data_format", None) == "channels_first":
+        return
+    spatial = list(input_shape)[1:-1]
+    for k, d in zip(kernel, spatial):
+        if isinstance(d, int) and k > 2 * d + 1:
+            raise where.error(
+                f"{name}'s kernel_size {tuple(kernel)} is more than twice its input's "
+                f"{tuple(spatial)}: it would see almost only padding; use a kernel no larger "
+                "than the input"
+            )
 
 
 def check_activations(model: keras.Model, batch_size: int, where: Where) -> None:

@@ -64,16 +64,24 @@ def check_callbacks(recipe: Recipe, model, bundle) -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="kerakit-check-") as tmp:
-        names = _monitor_names(model, _probe(recipe, bundle, None))
+        names = _monitor_names(model, _probe(recipe, bundle, None), recipe.where.at("model"))
         make_callbacks(recipe["train"]["callbacks"], run_dir=tmp, monitor_names=names,
                        has_validation=bundle.val is not None,
                        where=recipe.where.at("train", "callbacks"), recipe=resume_parts(recipe))  # fmt: skip
 
 
-def _monitor_names(model, ds) -> set[str]:
+def _monitor_names(model, ds, where) -> set[str]:
     """The loss and metric names Keras will log (without "val_"), found by evaluating one batch,
-    so that monitors that cannot exist are caught before training."""
-    return set(model.evaluate(ds.take(1), verbose=0, return_dict=True))
+    so that monitors that cannot exist are caught before training (and a model that cannot
+    run on its data is refused here, not mid-fit)."""
+    try:
+        return set(model.evaluate(ds.take(1), verbose=0, return_dict=True))
+    except Exception as exc:  # Keras and TF errors alike: the recipe's model and data disagree
+        first = " ".join(str(exc).strip().splitlines()[0].split())[:300] if str(exc).strip() else ""
+        raise where.error(
+            f"the model cannot run on one batch of the data ({type(exc).__name__}: {first}); "
+            "check the output layer and compile.loss against the data's labels"
+        ) from None
 
 
 def _class_weight(recipe: Recipe, bundle) -> dict | None:
@@ -90,7 +98,9 @@ def _class_weight(recipe: Recipe, bundle) -> dict | None:
 def _callbacks(recipe: Recipe, model, path: Path, train_ds, val_ds, *, first=(), spec: list | None = None,
                start_epoch: int = 0, probe=None, extra=()) -> list:  # fmt: skip
     names = _monitor_names(
-        model, probe if probe is not None else (val_ds if val_ds is not None else train_ds)
+        model,
+        probe if probe is not None else (val_ds if val_ds is not None else train_ds),
+        recipe.where.at("model"),
     )
     callbacks = make_callbacks(spec if spec is not None else recipe["train"]["callbacks"], run_dir=path,
                                monitor_names=names, has_validation=val_ds is not None,

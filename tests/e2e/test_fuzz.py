@@ -73,7 +73,10 @@ def test_the_command_line_exits_2_with_file_line_and_path(outcomes, tmp_path, ca
         assert code == 2, (code, err, hardening.describe(o))
         assert "Traceback" not in err and "(unexpected; run again with --debug" not in err
         first = err.strip().splitlines()[0]
-        assert re.match(rf"error: ({re.escape(str(path))}:\d+:|--set[ :])", first), first
+        whole_file = f"{path}: the file is "  # about the whole file (its size): no line to name
+        assert first.startswith(f"error: {whole_file}") or re.match(
+            rf"error: ({re.escape(str(path))}:\d+:|--set[ :])", first
+        ), first
 
 
 # ------------------------------------------------------------------ the cases the issue names
