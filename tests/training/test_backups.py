@@ -286,10 +286,13 @@ def test_kill_9_then_rerun_resumes(tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_9_at_20_random_moments_always_resumes(tmp_path):
-    result = _kill_and_resume(tmp_path, kills=20, seed=2)
+def test_kill_9_at_random_moments_always_resumes(tmp_path):
+    # 8 kills keep the suite inside its time budget (each is a fresh TensorFlow process);
+    # KERAKIT_KILLS=20 for the longer trial the 0.1.0 suite ran
+    kills = int(os.environ.get("KERAKIT_KILLS", "8"))
+    result = _kill_and_resume(tmp_path, kills=kills, seed=2)
     print(f"kill -9 trials: {result['kills']}, backups loadable after: {result['resumable']}")
-    assert result["resumable"] == 20
+    assert result["resumable"] == kills
 
 
 def test_a_forged_backup_restores_only_the_known_numeric_fields(tmp_path):
