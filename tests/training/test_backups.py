@@ -280,16 +280,11 @@ def _tiny_for_script():
 
 
 @pytest.mark.slow
-def test_kill_9_then_rerun_resumes(tmp_path):
-    result = _kill_and_resume(tmp_path, kills=3, seed=1)
-    assert result["resumable"] == 3  # every kill left a whole, loadable backup
-
-
-@pytest.mark.slow
 def test_kill_9_at_random_moments_always_resumes(tmp_path):
-    # 8 kills keep the suite inside its time budget (each is a fresh TensorFlow process);
-    # KERAKIT_KILLS=20 for the longer trial the 0.1.0 suite ran
-    kills = int(os.environ.get("KERAKIT_KILLS", "8"))
+    # 6 kills keep the suite inside its time budget (each is a fresh TensorFlow process);
+    # KERAKIT_KILLS=20 for the longer trial the 0.1.0 suite ran. Every kill must leave a
+    # whole, loadable backup, and the run must end with its epoch count.
+    kills = int(os.environ.get("KERAKIT_KILLS", "6"))
     result = _kill_and_resume(tmp_path, kills=kills, seed=2)
     print(f"kill -9 trials: {result['kills']}, backups loadable after: {result['resumable']}")
     assert result["resumable"] == kills
