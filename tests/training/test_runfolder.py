@@ -55,8 +55,8 @@ def test_a_second_trainer_of_an_interrupted_run_exits_2_naming_the_first(
 ):
     work = tmp_path / "w"
     shutil.copytree(FIXTURE, work)
-    for kept in work.glob("runs/tiny/*/recipe.resolved.yaml"):
-        kept.write_text(kept.read_text().replace(str(FIXTURE), str(work)))
+    for kept in work.glob("runs/tiny/*/recipe.resolved.yaml"):  # where make_v0_1_0.py ran
+        kept.write_text(kept.read_text().replace("/work/main/tests/fixtures/v0_1_0", str(work)))
     monkeypatch.chdir(work)
     run = work / "runs" / "tiny" / "interrupted"
     holder = _holder(run)  # a first trainer resuming the run
