@@ -241,6 +241,8 @@ def test_old_paths_give_the_names_kerakit_0_1_0_had():
     assert SafeBackupAndRestore is Backup and BackbonePreprocess is Preprocess
     assert train is kk.train and check is kk.check and transfer_model is kk.transfer_model
     assert callable(load_backup) and callable(cache_features) and callable(tf_config_from_flags)
-    assert issubclass(SafeModelCheckpoint, object) and max_steps_per_execution(None) is None
+    from kerakit.training.callbacks import SafeModelCheckpoint as Checkpoint
+
+    assert SafeModelCheckpoint is Checkpoint and max_steps_per_execution(None) is None
     assert "vgg16" in BACKBONES and list_backbones()
     assert resolve_transfer({"backbone": "vgg16", "head": {"classes": 2}}, Where())["backbone"]

@@ -17,7 +17,6 @@ elsewhere never imports anything. Validation here imports nothing (no TensorFlow
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import os
@@ -158,9 +157,3 @@ def check_unchanged(recorded: list[dict], now: list[dict], run_dir: str | os.Pat
                 f"(sha256 {str(old)[:12]}... is now {str(record['sha256'])[:12]}...); restore "
                 "it, or start a new run with --new"
             )
-
-
-def code_digest(records: list[dict]) -> str:
-    """One hash of all imported files (for messages and tests)."""
-    text = "\n".join(f"{r['import']}={r.get('sha256')}" for r in records)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from matplotlib.image import imread
 
 from kerakit import report
 from kerakit.errors import DataError
@@ -14,16 +13,6 @@ from kerakit.errors import DataError
 Y_TRUE = [0, 0, 0, 1, 1, 2, 2, 2]
 Y_PRED = [0, 1, 0, 1, 1, 2, 0, 1]
 NAMES = ["a", "b", "c", "d"]
-
-
-def assert_real_png(path, min_bytes=3000):
-    """The file is a PNG of some size, and the picture is not blank."""
-    assert path.is_file() and path.stat().st_size > min_bytes, path
-    pixels = imread(path)[..., :3]
-    assert pixels.ndim == 3 and pixels.shape[0] > 50 and pixels.shape[1] > 50
-    assert pixels.std() > 0.01, "blank picture"
-    assert (pixels < 0.9).mean() > 0.002, "nothing but white"
-    assert not list(path.parent.glob(".*.tmp")), "temp file left behind"
 
 
 # --- report: the numbers -------------------------------------------------------

@@ -17,7 +17,6 @@ from kerakit.report.figures import displayable
 # A small fixed example, worked out by hand below. Class 3 ("d") never occurs
 # and is never predicted: every ratio of it divides by zero and must be 0.
 Y_TRUE = [0, 0, 0, 1, 1, 2, 2, 2]
-Y_PRED = [0, 1, 0, 1, 1, 2, 0, 1]
 NAMES = ["a", "b", "c", "d"]
 
 
@@ -28,7 +27,7 @@ def assert_real_png(path, min_bytes=3000):
     assert pixels.ndim == 3 and pixels.shape[0] > 50 and pixels.shape[1] > 50
     assert pixels.std() > 0.01, "blank picture"
     assert (pixels < 0.9).mean() > 0.002, "nothing but white"
-    assert not list(path.parent.glob(".*.tmp")), "temp file left behind"
+    assert not list(path.parent.glob(".tmp-*")), "temp file left behind"  # kerakit._files
 
 
 # --- plots: real pictures ------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from kerakit.cli import main
@@ -80,5 +79,5 @@ def test_check_of_arrays_recipes_still_builds(write_recipe, capsys):
         model: {input_shape: [3], sequential: [{Dense: {units: 1}}]}
         """)
     assert main(["check", str(path)]) == 0
-    assert "recipe OK" in capsys.readouterr().out
-    assert np.isfinite(1.0)
+    out = capsys.readouterr().out
+    assert "recipe OK" in out and "parameters: 4 (4 trainable)" in out
