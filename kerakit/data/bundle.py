@@ -16,11 +16,13 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from kerakit.data.given import is_dataset, load_given
 from kerakit.data.images import load_directory
 from kerakit.data.memory import load_in_memory
 from kerakit.data.prepare import feature_stats, prepare_inputs, prepares_nothing
 from kerakit.data.tfds import load_tfds
-from kerakit.errors import NOWHERE, Where, data_error
+from kerakit.data.tfrecord import load_tfrecord
+from kerakit.errors import NOWHERE, DataError, Where, data_error
 from kerakit.recipe.data import COMMON_DEFAULTS, data_path, resolve_data, source_kind
 
 IN_MEMORY_BYTES = 512 * 2**20  # prepared data up to this size is cached in memory
@@ -61,6 +63,11 @@ class DataBundle:
     stats: dict | None = None
     value_range: list | None = None
 
+    @property
+    def weighted(self) -> bool:
+        """True when the elements are `(x, y, sample_weight)`."""
+        return len(self.train.element_spec) == 3
+
     def preprocess(self, x: Any, batched: bool = True) -> Any:
         """Resizes, rescales and normalizes raw inputs as training did (for predict)."""
         return prepare_inputs(x, self.spec, self.stats, batched=batched)
@@ -74,7 +81,9 @@ def load_data(
     where: Where = NOWHERE,
     x: Any = None,
     y: Any = None,
-    validation_data: tuple | None = None,
+    validation_data: Any = None,
+    sample_weight: Any = None,
+    batch_given: bool | None = None,
 ) -> DataBundle:
     """Loads a data source into unbatched, prepared `tf.data` splits.
 
@@ -88,8 +97,14 @@ def load_data(
         seed: fixes the splits.
         where: the position of the section in the recipe, for error messages.
         x, y: arrays (or dicts of arrays by input/output name) for source
-            `arrays`; given with another source, they replace it.
-        validation_data: `(x_val, y_val)` to use instead of carving one.
+            `arrays`; given with another source, they replace it. `x` may also be a
+            `tf.data.Dataset` or `keras.utils.PyDataset` of `(x, y)` or
+            `(x, y, sample_weight)` batches, as Keras's `fit` takes it (no `y` then).
+        validation_data: `(x_val, y_val)` or `(x_val, y_val, w_val)` to use instead of
+            carving one; a data set when `x` is one.
+        sample_weight: per-example weights for the training arrays (as `fit` takes them).
+        batch_given: whether the recipe set `batch_size` (default: whether `data` has the
+            key); if not, a batched data set given as `x` keeps its own batch size.
 
     Returns:
         A `DataBundle`.
@@ -105,8 +120,18 @@ def load_data(
         keep = [k for k in COMMON_DEFAULTS if k != "rescale"]
         section = data if isinstance(data, Mapping) else {}
         data = {"source": "arrays", **{k: section[k] for k in keep if k in section}}
+    if batch_given is None:
+        batch_given = isinstance(data, Mapping) and "batch_size" in data
     spec = resolve_data(data, where)
     kind, arg = source_kind(spec["source"], where.at("source"))
+    if kind == "arrays" and is_dataset(x):
+        if y is not None or sample_weight is not None:
+            raise DataError(
+                "with x= a data set, the labels (and sample weights) come from the data set: "
+                "leave out y= and sample_weight=, as Keras's fit does"
+            )
+    elif x is not None and is_dataset(validation_data):
+        raise DataError("validation_data is a data set but x= is not; give both the same way")
     path = None
     if kind in ("npz", "csv", "directory"):
         path = data_path(arg, base_dir)
@@ -118,21 +143,28 @@ def load_data(
                 "source",
                 f"no such {what}: {path} ({arg!r} read from {Path(base_dir).resolve()})",
             )
-    if kind == "tfds":
+    if kind == "arrays" and is_dataset(x):
+        dss, sizes, info = load_given(x, validation_data, spec, where, batch_given=batch_given)
+    elif kind == "tfds":
         dss, sizes, info = load_tfds(arg, spec, base_dir, where)
+    elif kind == "tfrecord":
+        dss, sizes, info = load_tfrecord(arg, spec, base_dir, seed, where)
     elif kind == "directory":
         dss, sizes, info = load_directory(path, spec, seed, where)
     else:
         dss, sizes, info = load_in_memory(kind, path, spec, seed, where, x=x, y=y,
-                                          validation_data=validation_data)  # fmt: skip
+                                          validation_data=validation_data,
+                                          sample_weight=sample_weight)  # fmt: skip
     if spec["rescale"] == "auto":
         spec["rescale"] = None
-    value_range = raw_value_range(dss["train"], in_memory=kind not in ("tfds", "directory"))
+    value_range = raw_value_range(
+        dss["train"], in_memory=kind not in ("tfds", "directory", "tfrecord") and not is_dataset(x)
+    )
 
     def prepare(stats):
         # plain Python over static shapes: no autograph (it costs ~0.1 s a trace)
         return tf.autograph.experimental.do_not_convert(
-            lambda xi, yi: (prepare_inputs(xi, spec, stats), yi)
+            lambda xi, yi, *wi: (prepare_inputs(xi, spec, stats), yi, *wi)
         )
 
     stats = feature_stats(dss["train"].map(prepare(None))) if spec["normalize"] else None
@@ -177,7 +209,7 @@ def raw_value_range(ds: tf.data.Dataset, *, in_memory: bool) -> list | None:
     if not in_memory or not spec.dtype.is_floating and not spec.dtype.is_integer:
         return None
     low, high = np.inf, -np.inf
-    for x, _ in ds.batch(4096):
+    for x, *_ in ds.batch(4096):
         low, high = min(low, float(tf.reduce_min(x))), max(high, float(tf.reduce_max(x)))
     return [low, high] if np.isfinite(low) and np.isfinite(high) else None
 
@@ -187,7 +219,8 @@ def load_recipe_data(recipe: Any, **kwargs: Any) -> DataBundle:
 
     Args:
         recipe: a loaded `kerakit.recipe.Recipe`.
-        **kwargs: `x`, `y`, `validation_data` as `load_data` takes them.
+        **kwargs: `x`, `y`, `validation_data`, `sample_weight` as `load_data` takes them.
     """
+    kwargs.setdefault("batch_given", ("data", "batch_size") in recipe.positions)
     return load_data(recipe["data"], base_dir=recipe.base_dir, seed=recipe["seed"],
                      where=recipe.where.at("data"), **kwargs)  # fmt: skip

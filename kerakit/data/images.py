@@ -37,7 +37,7 @@ def load_directory(root: Path, spec: dict, seed, where: Where) -> tuple:
         labels += [i] * len(found)
     files, labels, sizes = _check_images(files, labels, spec, where)
     if spec["image_size"] is None:  # null keeps the native size, when every image has it
-        spec["image_size"] = _common_size(sizes, where)
+        spec["image_size"] = common_size(sizes, where)
     if spec["rescale"] == "auto":
         spec["rescale"] = 1 / 255  # decoded images are uint8
     paths = np.array([str(p) for p in files])
@@ -95,7 +95,7 @@ def _check_images(files: list, labels: list, spec: dict, where: Where) -> tuple:
     return good, good_labels, sizes
 
 
-def _common_size(sizes: Counter, where: Where) -> list[int]:
+def common_size(sizes: Counter, where: Where) -> list[int]:
     """The images' one size; images of several sizes need `image_size` (never the first one's)."""
     if len(sizes) == 1:
         (h, w), _ = sizes.most_common(1)[0]

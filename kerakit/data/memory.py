@@ -40,6 +40,7 @@ def _mnist_5k(where: Where) -> dict:
 
 
 NPZ_PARTS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+WEIGHT_PARTS = ("w_train", "w_val", "w_test")  # per-example sample weights (optional)
 
 
 def _npz(path: Path, where: Where) -> dict:
@@ -54,12 +55,13 @@ def _npz(path: Path, where: Where) -> dict:
     parts: dict[str, Any] = {}
     for key, value in arrays.items():
         part, _, name = key.partition(".")
-        if part not in NPZ_PARTS:
+        if part not in NPZ_PARTS + WEIGHT_PARTS:
             raise data_error(
                 where,
                 "source",
-                f"{path} holds an array {key!r}{did_you_mean(part, NPZ_PARTS)}; expected "
-                f"{', '.join(NPZ_PARTS)} (or PART.NAME such as x_train.image for named inputs)",
+                f"{path} holds an array {key!r}{did_you_mean(part, NPZ_PARTS + WEIGHT_PARTS)}; "
+                f"expected {', '.join(NPZ_PARTS)}, optionally sample weights "
+                f"{', '.join(WEIGHT_PARTS)} (or PART.NAME such as x_train.image for named inputs)",
             )
         if name:
             parts.setdefault(part, {})[name] = value
@@ -73,7 +75,19 @@ def _npz(path: Path, where: Where) -> dict:
         x, y = parts.get("x_" + split), parts.get("y_" + split)
         if (x is None) != (y is None):
             raise data_error(where, "source", f"{path} has only one of x_{split} and y_{split}")
-        out[split] = None if x is None else (x, y)
+        w = parts.get("w_" + split)
+        if w is not None and x is None:
+            raise data_error(where, "source", f"{path} has w_{split} but no x_{split}, y_{split}")
+        out[split] = None if x is None else (x, y) if w is None else (x, y, w)
+    weighted = [s for s in ("train", "val", "test") if out[s] is not None and len(out[s]) == 3]
+    if weighted and weighted != [s for s in ("train", "val", "test") if out[s] is not None]:
+        missing = [f"w_{s}" for s in ("train", "val", "test") if out[s] and len(out[s]) == 2]
+        raise data_error(
+            where,
+            "source",
+            f"{path} has sample weights for {', '.join(weighted)} but not {', '.join(missing)}; "
+            "give every split present its weights (ones where all examples count the same)",
+        )
     return out
 
 
@@ -85,7 +99,14 @@ def _csv(path: Path, spec: Mapping, where: Where) -> dict:
     target = spec["target"]
     if target not in header:
         raise fail(f"{path} has no column {target!r}{describe_columns(header, target)}", "target")
-    features = feature_matrix(path, header, rows, exclude=target, fail=fail)
+    weight = spec.get("sample_weight")
+    if weight is not None and weight not in header:
+        raise fail(
+            f"{path} has no column {weight!r}{describe_columns(header, weight)}", "sample_weight"
+        )
+    if weight == target:
+        raise fail(f"the sample weight column {weight!r} is the target column", "sample_weight")
+    features = feature_matrix(path, header, rows, exclude=(target, weight), fail=fail)
     t = header.index(target)
     values = [row[t] for row in rows]
     kind = spec["target_type"]
@@ -99,22 +120,44 @@ def _csv(path: Path, spec: Mapping, where: Where) -> dict:
     y = np.array(values, dtype=object if kind == "class" else "float32")
     if kind == "class":
         y = y.astype(str)
-    return {"train": (features, y), "val": None, "test": None, "target_type": kind}
+    train = (features, y)
+    if weight is not None:
+        column = header.index(weight)
+        cells = [row[column] for row in rows]
+        bad = next((i for i, v in enumerate(cells) if not is_number(v) or float(v) < 0), None)
+        if bad is not None:
+            raise fail(
+                f"{path} row {bad + 2}, column {weight!r}: a sample weight must be a number, "
+                "0 or more",
+                "sample_weight",
+            )
+        train = (features, y, np.array(cells, dtype="float32"))
+    return {"train": train, "val": None, "test": None, "target_type": kind}
 
 
-def _arrays(x, y, validation_data, where: Where) -> dict:
+def _arrays(x, y, validation_data, sample_weight, where: Where) -> dict:
     if x is None or y is None:
         raise data_error(where, "source", "source 'arrays' needs x= and y= from Python")
 
     def arr(v):
         return {k: np.asarray(a) for k, a in v.items()} if isinstance(v, Mapping) else np.asarray(v)
 
+    train = (arr(x), arr(y)) if sample_weight is None else (arr(x), arr(y), arr(sample_weight))
     val = None
     if validation_data is not None:
-        if len(validation_data) != 2:
-            raise DataError("validation_data must be a pair (x_val, y_val)")
-        val = (arr(validation_data[0]), arr(validation_data[1]))
-    return {"train": (arr(x), arr(y)), "val": val, "test": None}
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            raise DataError(
+                "validation_data must be (x_val, y_val) or (x_val, y_val, sample_weight_val), "
+                "as Keras's fit takes it"
+            )
+        val = tuple(arr(v) for v in validation_data)
+        if (len(val) == 3) != (len(train) == 3):
+            given = "the validation data has" if len(val) == 3 else "sample_weight= was given"
+            raise DataError(
+                f"{given} sample weights but not the other: give the training data "
+                "(sample_weight=) and the validation data ((x_val, y_val, w_val)) both or neither"
+            )
+    return {"train": train, "val": val, "test": None}
 
 
 def _auto_rescale(x: Any) -> float | None:
@@ -122,10 +165,21 @@ def _auto_rescale(x: Any) -> float | None:
     return 1 / 255 if all(np.asarray(v).dtype == np.uint8 for v in values) else None
 
 
-def _check_lengths(x, y, split: str, where: Where) -> None:
+def _check_lengths(x, y, *weights, split: str, where: Where) -> None:
     lengths = {length(x)} | ({length(y)} if isinstance(y, Mapping) else {len(y)})
     if isinstance(x, Mapping):
         lengths |= {len(v) for v in x.values()}
+    for w in weights:
+        lengths |= {length(w)} if isinstance(w, Mapping) else {len(w)}
+        for part in w.values() if isinstance(w, Mapping) else [w]:
+            part = np.asarray(part)
+            if part.dtype.kind not in "iuf" or not np.all(np.isfinite(part)) or np.any(part < 0):
+                raise data_error(
+                    where,
+                    "source",
+                    f"the {split} sample weights must be finite numbers, 0 or more "
+                    f"(got dtype {part.dtype})",
+                )
     if len(lengths) != 1:
         raise data_error(
             where, "source", f"the {split} inputs and labels differ in length: {sorted(lengths)}"
@@ -137,10 +191,10 @@ def _check_lengths(x, y, split: str, where: Where) -> None:
 def _from_memory(raw: dict, spec: dict, seed, where: Where) -> tuple:
     for split in ("train", "val", "test"):
         if raw.get(split) is not None:
-            _check_lengths(*raw[split], split, where)
+            _check_lengths(*raw[split], split=split, where=where)
     names = [s for s in ("train", "val", "test") if raw.get(s) is not None]
     ys, info = encode_labels([raw[s][1] for s in names], raw.get("target_type", "auto"), where)
-    splits = {s: (raw[s][0], y) for s, y in zip(names, ys)}
+    splits = {s: (raw[s][0], y, *_weights(raw[s][2:])) for s, y in zip(names, ys)}
     train, val, test = carve(
         splits["train"], splits.get("val"), splits.get("test"), spec, seed, where
     )
@@ -157,14 +211,24 @@ def _from_memory(raw: dict, spec: dict, seed, where: Where) -> tuple:
     return dss, sizes, info
 
 
+def _weights(parts: tuple) -> tuple:
+    return tuple(
+        {k: np.asarray(v, "float32") for k, v in w.items()}
+        if isinstance(w, Mapping)
+        else np.asarray(w, "float32")
+        for w in parts
+    )
+
+
 def load_in_memory(kind: str, path: Path | None, spec: dict, seed, where: Where, *,
-                   x: Any = None, y: Any = None, validation_data: Any = None) -> tuple:  # fmt: skip
+                   x: Any = None, y: Any = None, validation_data: Any = None,
+                   sample_weight: Any = None) -> tuple:  # fmt: skip
     """(datasets by split, sizes by split, class info) of an in-memory source."""
     raw = {
         "digits": lambda: _digits(),
         "mnist_5k": lambda: _mnist_5k(where),
         "npz": lambda: _npz(path, where),
         "csv": lambda: _csv(path, spec, where),
-        "arrays": lambda: _arrays(x, y, validation_data, where),
+        "arrays": lambda: _arrays(x, y, validation_data, sample_weight, where),
     }[kind]()
     return _from_memory(raw, spec, seed, where)

@@ -23,7 +23,8 @@ def make_pipeline(
     augment_labels: bool = False,
     autotune: bool | str | None = None,
 ) -> tf.data.Dataset:
-    """Batches an unbatched `(x, y)` dataset for `fit`, `evaluate` or `predict`.
+    """Batches an unbatched `(x, y)` or `(x, y, sample_weight)` dataset for `fit`, `evaluate`
+    or `predict`.
 
     In order: `cache()` (if asked), `shuffle` (training only, seeded), `batch`,
     labels to one-hot (`label_mode="onehot"`), `augment_fn` on the batched
@@ -63,10 +64,20 @@ def make_pipeline(
         ds = ds.shuffle(int(shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if label_mode == "onehot":
-        ds = ds.map(lambda x, y: (x, _one_hot(y, num_classes)))
+        ds = ds.map(lambda x, y, *w: (x, _one_hot(y, num_classes), *w))
     if augment_fn is not None and training:
+        if augment_labels:  # mixup/cutmix: an example keeps its own sample weight
+
+            def augment(x, y, *w):
+                return (*augment_fn(x, y), *w)
+
+        else:
+
+            def augment(x, y, *w):
+                return (augment_fn(x), y, *w)
+
         ds = ds.map(
-            augment_fn if augment_labels else (lambda x, y: (augment_fn(x), y)),
+            augment,
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True if seed is not None else None,
         )
@@ -91,9 +102,10 @@ def _one_hot(y, num_classes):
 
 
 def to_numpy(ds: tf.data.Dataset) -> tuple[Any, Any]:
-    """An unbatched `(x, y)` dataset as NumPy; named inputs or outputs stay dicts of arrays."""
+    """An unbatched `(x, y)` dataset as NumPy `(x, y)`; named inputs or outputs stay dicts of
+    arrays. Sample weights, if the elements carry them, are left out."""
     xs, ys = [], []
-    for x, y in ds.batch(1024):
+    for x, y, *_ in ds.batch(1024):
         xs.append(tf.nest.map_structure(lambda t: t.numpy(), x))
         ys.append(tf.nest.map_structure(lambda t: t.numpy(), y))
     return tuple(

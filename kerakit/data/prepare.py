@@ -60,7 +60,7 @@ def prepares_nothing(element: Any, spec: Mapping, stats: Mapping | None) -> bool
 def feature_stats(ds: tf.data.Dataset) -> dict:
     """Mean and standard deviation of each feature (last axis) over a dataset's x."""
     sums: dict = {}
-    for xb, _ in ds.batch(1024):
+    for xb, *_ in ds.batch(1024):
         parts = xb if isinstance(xb, Mapping) else {"": xb}
         for key, value in parts.items():
             v = value.numpy().astype("float64").reshape(-1, value.shape[-1])

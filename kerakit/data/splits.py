@@ -89,10 +89,13 @@ def _split_counts(n: int, fraction: float, what: str, key: str, where: Where) ->
 
 
 def carve(train, val, test, spec, seed, where):
-    """Splits val and test off the training arrays where the source has none (stratified)."""
+    """Splits val and test off the training arrays where the source has none (stratified).
+
+    Each split is a tuple `(x, y)` or `(x, y, sample_weight)`; the carved splits keep the
+    same parts as the training split."""
     from sklearn.model_selection import train_test_split
 
-    x, y = train
+    x, y = train[0], train[1]
     n = length(x)
     idx = np.arange(n)
     rng_seed = 0 if seed is None else int(seed)  # splits stay put even without a seed
@@ -108,18 +111,21 @@ def carve(train, val, test, spec, seed, where):
         except ValueError:  # too few of some class to stratify
             return train_test_split(pool, test_size=count, random_state=rng_seed)
 
+    def part(chosen):
+        return None if chosen is None else tuple(_take(p, chosen) for p in train)
+
     if test is None:
         idx, test_idx = cut(idx, _split_counts(n, spec["test_split"], "test", "test_split", where))
-        test = None if test_idx is None else (_take(x, test_idx), _take(y, test_idx))
+        test = part(test_idx)
     if val is None:
         count = _split_counts(n, spec["validation_split"], "validation", "validation_split", where)
         idx, val_idx = cut(idx, count)
-        val = None if val_idx is None else (_take(x, val_idx), _take(y, val_idx))
+        val = part(val_idx)
     if len(idx) == 0:
         raise data_error(
             where, "validation_split", "no training examples are left after the splits"
         )
-    return (_take(x, idx), _take(y, idx)), val, test
+    return part(idx), val, test
 
 
 def count_examples(ds: tf.data.Dataset) -> int:

@@ -48,11 +48,13 @@ def feature_matrix(
     header: list,
     rows: list,
     *,
-    exclude: str | None = None,
+    exclude: str | tuple | None = None,
     fail: Callable[[str], Exception] = DataError,
 ) -> np.ndarray:
-    """The numeric columns of a table (all but `exclude`) as a float32 matrix."""
-    keep = [j for j, name in enumerate(header) if name != exclude]
+    """The numeric columns of a table (all but `exclude`, a column name or several) as a
+    float32 matrix."""
+    skip = {exclude} if isinstance(exclude, str) else set(exclude or ())
+    keep = [j for j, name in enumerate(header) if name not in skip]
     features = np.empty((len(rows), len(keep)), "float32")
     for i, row in enumerate(rows):
         try:

