@@ -18,9 +18,11 @@ from typing import Any
 
 import keras
 
-from kerakit.errors import NOWHERE, RecipeError, Where
+from kerakit.errors import NOWHERE, RecipeError, Where, did_you_mean
 from kerakit.models import budget
 from kerakit.models.names import get_layer_class, instantiate
+from kerakit.recipe import blocks
+from kerakit.recipe.model import is_submodel
 
 __all__ = ["build_model", "get_layer_class", "make_layer"]
 
@@ -105,10 +107,15 @@ def _call_error(exc: Exception, name: str, where: Where, in_shape) -> RecipeErro
 
 
 def build_sequential(
-    layers: list, input_shape, *, name: str | None = None, where: Where = NOWHERE
+    layers: list,
+    input_shape,
+    *,
+    name: str | None = None,
+    dtype: str | None = None,
+    where: Where = NOWHERE,
 ) -> keras.Model:
     model = keras.Sequential(name=name)
-    model.add(keras.Input(shape=tuple(input_shape)))
+    model.add(keras.Input(shape=tuple(input_shape), dtype=dtype))
     shape = (None, *input_shape)
     weights = 0
     for i, entry in enumerate(layers):
@@ -124,53 +131,68 @@ def build_sequential(
     return model
 
 
-def _topological(graph: list) -> list[tuple[str, dict, int]]:
-    nodes = {}
-    for i, item in enumerate(graph):
-        ((node, spec),) = item.items()
-        nodes[node] = (spec, i)
-    order, done = [], set()
+def _input(name: str, spec) -> keras.KerasTensor:
+    """`[shape]`, or `{shape: [...], dtype: int32}`."""
+    if isinstance(spec, Mapping):
+        return keras.Input(shape=tuple(spec["shape"]), name=name, dtype=spec.get("dtype"))
+    return keras.Input(shape=tuple(spec), name=name)
 
-    def visit(n):
-        if n in done or n not in nodes:
-            return
-        spec, i = nodes[n]
-        for ref in [spec["in"]] if isinstance(spec["in"], str) else spec["in"]:
-            visit(ref)
-        done.add(n)
-        order.append((n, spec, i))
 
-    for n in nodes:
-        visit(n)
-    return order
+def _submodel(lname: str, spec: Mapping, where: Where) -> keras.Model:
+    """A shared layer that is a whole model (inline, or another recipe's `model:`), untrained."""
+    name = spec.get("name", lname)
+    if "functional" in spec:
+        model = build_functional(spec["functional"], name=name, where=where.at("functional"))
+    else:
+        model = build_sequential(spec["sequential"], spec["input_shape"], name=name,
+                                 dtype=spec.get("input_dtype"), where=where.at("sequential"))  # fmt: skip
+    model.trainable = spec.get("trainable", True)  # false: frozen, BatchNorm in inference mode
+    return model
+
+
+def _check_call(layer, call: Mapping, label: str, where: Where) -> None:
+    """Refuse a call argument the layer's `call` does not take (Keras itself takes `training`)."""
+    params = list(inspect.signature(layer.call).parameters.values())[1:]
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    known = [p.name for p in params if p.kind is not p.VAR_POSITIONAL]
+    known += [] if "training" in known else ["training"]
+    for key in call:
+        if key not in known:
+            raise where.at(key).error(
+                f"{label} takes no call argument {key!r}{did_you_mean(key, known)}; "
+                f"its call arguments: {', '.join(known)}"
+            )
 
 
 def build_functional(
     spec: Mapping, *, name: str | None = None, where: Where = NOWHERE
 ) -> keras.Model:
-    inputs = {n: keras.Input(shape=tuple(s), name=n) for n, s in spec["inputs"].items()}
+    inputs = {n: _input(n, s) for n, s in spec["inputs"].items()}
     shared = {}
     for lname, entry in (spec.get("layers") or {}).items():
+        w = where.at("layers", lname)
+        if is_submodel(entry):
+            shared[lname] = _submodel(lname, entry, w)
+            continue
         ((cls_name, args),) = entry.items()
-        shared[lname] = make_layer(
-            cls_name, args, where.at("layers", lname, cls_name), default_name=lname
-        )
+        shared[lname] = make_layer(cls_name, args, w.at(cls_name), default_name=lname)
     tensors: dict[str, Any] = dict(inputs)
     weights = 0
-    for node, nspec, i in _topological(spec["graph"]):
-        w = where.at("graph", i, node)
-        ins = nspec["in"]
+    for node in blocks.topological(blocks.expand(spec, where)):
+        w, ins = node["where"], node["in"]
         args_in = tensors[ins] if isinstance(ins, str) else [tensors[x] for x in ins]
-        if "use" in nspec:
-            layer, label = shared[nspec["use"]], nspec["use"]
+        if node["use"] is not None:
+            layer, label = shared[node["use"]], node["use"]
         else:
-            ((cls_name, args),) = ((k, v) for k, v in nspec.items() if k != "in")
-            w = w.at(cls_name)
-            layer, label = make_layer(cls_name, args, w, default_name=node), cls_name
+            cls_name, args = node["layer"]
+            layer = make_layer(cls_name, args, w, default_name=node["name"])
+            label = cls_name
         if not isinstance(args_in, list) and not layer.built:
             weights = budget.check_layer(layer, args_in.shape, weights, label, w)
+        _check_call(layer, node["call"], label, node["at"].at("call"))
         try:
-            tensors[node] = layer(args_in)
+            tensors[node["name"]] = layer(args_in, **node["call"])
         except Exception as exc:
             shape = args_in.shape if not isinstance(args_in, list) else [t.shape for t in args_in]
             raise _call_error(exc, label, w, shape) from None
@@ -240,7 +262,8 @@ def build_model(
         raise where.error(
             "the model needs an input shape: set model.input_shape (e.g. [28, 28, 1]) or pass input_shape="
         )
-    return build_sequential(section["sequential"], shape, name=name, where=where.at("sequential"))
+    return build_sequential(section["sequential"], shape, name=name,
+                            dtype=section.get("input_dtype"), where=where.at("sequential"))  # fmt: skip
 
 
 def _build_transfer(section: Mapping, recipe, num_classes, where: Where, name) -> keras.Model:
