@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import inspect
 import json
 import os
 from collections.abc import Iterator
@@ -124,6 +125,13 @@ WORKAROUNDS: dict[str, Workaround] = {
         "kerakit.augment.warp.augment_batch (set_shape)",
         "test_the_warp_op_still_loses_the_static_shape",
     ),
+    "loss_config_drops_arguments": Workaround(
+        "Huber, CosineSimilarity and SparseCategoricalCrossentropy leave delta/axis out of "
+        "get_config: a recorded or saved Huber(delta=2.0) reloads as delta=1.0",
+        "keras PR #23286 (merged, unreleased)",
+        "kerakit._compat.loss_config, kerakit._compat.keep_loss_arguments",
+        "test_huber_still_drops_its_delta",
+    ),
 }
 
 
@@ -210,6 +218,42 @@ def compile_legacy_h5(model: Any, path: str | os.PathLike) -> None:
             model.optimizer.build(model.trainable_variables)
             values = legacy_h5_format.load_optimizer_weights_from_hdf5_group(f)
             model.optimizer.set_weights(values)
+
+
+def loss_config(loss: Any) -> dict:
+    """A loss object's `get_config()` with the constructor arguments Keras leaves out.
+
+    Seen in Keras 3.15.1: `Huber.get_config` has no `delta`, `CosineSimilarity`'s and
+    `SparseCategoricalCrossentropy`'s no `axis`, so a `Huber(delta=2.0)` is recorded,
+    saved and reloaded as `Huber()`. Those arguments are kept in the wrapper's
+    `_fn_kwargs`; this adds each one the class's constructor takes. Upstream: fixed by
+    keras PR #23286 (merged; not in 3.15.1). Test: test_compat.py::test_huber_still_drops_its_delta.
+    """
+    config = dict(type(loss).get_config(loss))  # the class's, even where this patched the object
+    extra = getattr(loss, "_fn_kwargs", None)
+    if isinstance(extra, dict):
+        taken = inspect.signature(type(loss)).parameters
+        config.update({k: v for k, v in extra.items() if k in taken and k not in config})
+    return config
+
+
+def keep_loss_arguments(model: Any) -> None:
+    """Make `get_config` of the model's compiled loss objects complete (see `loss_config`),
+    so that `model.save` (and so `load_model`) keeps a Huber's `delta`. Patches those
+    objects only, never Keras's classes; does nothing to a loss Keras serializes whole.
+    `model` may be a compile config's dict too (a copy of one, kept to put back: a copy
+    of a loss is made through its config, so a copy of a copy would lose `delta`)."""
+    import keras
+
+    config = model if isinstance(model, dict) else None
+    if config is None:
+        config = getattr(getattr(model, "_compile_config", None), "config", None) or {}
+    losses = config.get("loss")
+    if isinstance(losses, dict):
+        losses = list(losses.values())
+    for loss in losses if isinstance(losses, (list, tuple)) else [losses]:
+        if isinstance(loss, keras.losses.Loss) and loss_config(loss) != loss.get_config():
+            loss.get_config = functools.partial(loss_config, loss)
 
 
 # --------------------------------------------------------------------------- distribution

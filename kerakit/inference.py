@@ -14,7 +14,7 @@ import numpy as np
 from kerakit._files import read_json, write_text
 from kerakit.errors import DataError, KerakitError, Where
 from kerakit.recipe import Recipe, load_recipe
-from kerakit.recipe.compile import pipeline_label_mode
+from kerakit.recipe.compile import pipeline_label_mode, takes_logits
 from kerakit.training.runfolder import (
     CLASSES_FILE,
     EVALUATE_FILE,
@@ -211,8 +211,11 @@ def _read_csv_features(path: Path, recipe: Recipe | None) -> np.ndarray:
     from kerakit.data.tables import feature_matrix, read_table
 
     header, rows = read_table(path)
-    target = recipe["data"].get("target") if recipe is not None else None
-    return feature_matrix(path, header, rows, exclude=target)
+    data = recipe["data"] if recipe is not None else {}
+    # the target and the sample-weight column are not features (either may be absent)
+    return feature_matrix(
+        path, header, rows, exclude=(data.get("target"), data.get("sample_weight"))
+    )
 
 
 def predict(run_or_model: str | os.PathLike, x: Any, *, trusted: bool = False) -> np.ndarray:
@@ -241,6 +244,14 @@ def predict_files(run_or_model, inputs: list[str], *, output: str | None = None,
     if folder is not None and (folder / CLASSES_FILE).is_file():
         names = read_json(folder / CLASSES_FILE)
     preset = recipe["compile"]["preset"] if recipe is not None else None
+    if preset in ("binary", "multiclass", "multiclass_onehot", "multilabel") and takes_logits(
+        recipe["compile"]
+    ):
+        from kerakit.report.metrics import to_probabilities
+
+        probs = to_probabilities(probs, True, multilabel=preset == "multilabel")
+        how = "a sigmoid" if preset in ("binary", "multilabel") else "a softmax"
+        print_fn(f"probabilities: {how} of the model's outputs (its loss takes logits)")
     rows = []
     for label, p in zip(labels, probs):
         p = np.asarray(p).reshape(-1)

@@ -1,5 +1,6 @@
 """The command line: in-process through main(argv), and as a real subprocess."""
 
+import re
 import subprocess
 import sys
 
@@ -157,3 +158,26 @@ def test_console_script_exits_quickly_with_everything_written(tmp_path):
     bad = subprocess.run([*cmd, "evaluate", str(run / "nothing.keras")], capture_output=True,
                          text=True, cwd=tmp_path, env=env, timeout=300)  # fmt: skip
     assert bad.returncode == 2 and "error:" in bad.stderr
+
+
+def test_predict_of_a_logits_model_prints_probabilities(write_recipe, tmp_path, capsys):
+    import numpy as np
+
+    x = np.random.default_rng(0).normal(size=(40, 4)).astype("float32")
+    np.savez(tmp_path / "two.npz", x_train=x, y_train=(x[:, 0] > 0).astype("int64"))
+    path = write_recipe(f"""
+        data: {{source: npz:two.npz, batch_size: 8}}
+        model: {{input_shape: [4], sequential: [{{Dense: {{units: 1}}}}]}}
+        compile: {{loss: {{BinaryCrossentropy: {{from_logits: true}}}}}}
+        train: {{epochs: 1, callbacks: minimal}}
+        output: {{dir: {tmp_path / "runs"}}}
+        """)
+    assert main(["train", str(path)]) == 0
+    (run,) = [p for p in (tmp_path / "runs").rglob("run.json")]
+    np.save(tmp_path / "x.npy", np.full((2, 4), [[-50.0], [50.0]], "float32"))
+    capsys.readouterr()
+    assert main(["predict", str(run.parent), str(tmp_path / "x.npy"), "--top", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "probabilities: a sigmoid of the model's outputs (its loss takes logits)" in out
+    probabilities = [float(v) for v in re.findall(r"\((-?[\d.]+)\)", out)]
+    assert len(probabilities) == 2 and all(0.0 <= p <= 1.0 for p in probabilities)

@@ -208,6 +208,12 @@ def test_the_warp_op_still_loses_the_static_shape():
     assert seen["shape"].as_list()[1:] != [8, 8, 1], FIXED.format("warp_static_shape")
 
 
+def test_huber_still_drops_its_delta():
+    loss = keras.losses.Huber(delta=2.0)
+    again = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert again._fn_kwargs["delta"] == 1.0, FIXED.format("loss_config_drops_arguments")
+
+
 # Both below need a fresh process: logical devices and collectives are set before TF starts.
 SPE_SCRIPT = """
 import numpy as np, tensorflow as tf

@@ -18,6 +18,7 @@ from typing import Any
 
 import keras
 
+from kerakit._compat import keep_loss_arguments, loss_config
 from kerakit.errors import NOWHERE, RecipeError, Where, did_you_mean, format_path
 from kerakit.models.names import as_recipe_value, get_schedule, resolve_object
 from kerakit.recipe.compile import (
@@ -82,7 +83,8 @@ def _plain_loss(loss: Any) -> Any:
     """A loss as the recipe writes it (a loss object as {Class: config}), to infer from."""
     if loss is None or isinstance(loss, (str, Mapping, list)) or not hasattr(loss, "get_config"):
         return getattr(loss, "__name__", loss) if callable(loss) else loss
-    return {type(loss).__name__: loss.get_config()}
+    config = loss_config(loss) if isinstance(loss, keras.losses.Loss) else loss.get_config()
+    return {type(loss).__name__: config}
 
 
 def _loss_of(loss: Any, output: str, index: int) -> Any:
@@ -352,3 +354,4 @@ def apply_compile(model: keras.Model, section: Mapping, *, where: Where = NOWHER
         model.compile(**kwargs)
     except (ValueError, TypeError) as exc:
         raise where.error(f"Keras refused to compile the model: {exc}") from None
+    keep_loss_arguments(model)  # a saved Huber keeps its delta (kerakit._compat)

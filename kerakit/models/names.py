@@ -23,6 +23,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from kerakit._compat import loss_config
 from kerakit.errors import NOWHERE, Where, did_you_mean
 from kerakit.recipe.keras_index import COMPILE_ALIASES
 from kerakit.recipe.keras_names import unknown_name
@@ -303,7 +304,9 @@ def as_recipe_value(value: Any) -> Any:
         if p.default is not p.empty
     }
     args = {}
-    for key, arg in value.get_config().items():
+    # a loss's config with what Keras 3.15.1 leaves out (Huber's delta: kerakit._compat)
+    config = loss_config(value) if isinstance(value, keras.losses.Loss) else value.get_config()
+    for key, arg in config.items():
         if isinstance(arg, Mapping) and {"class_name", "config"} <= set(arg):
             arg = keras.saving.deserialize_keras_object(arg)  # a schedule inside an optimizer
         arg = as_recipe_value(arg)

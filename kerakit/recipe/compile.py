@@ -117,6 +117,13 @@ def loss_preset(loss: Any) -> tuple[str | None, bool, str]:
     return task, logits, str(name)
 
 
+def takes_logits(section: Mapping) -> bool:
+    """Whether a resolved compile section's (single) loss takes logits (`from_logits: true`):
+    the model then outputs logits, so its pictures and `kerakit predict` apply a sigmoid
+    or softmax before reading them as probabilities."""
+    return loss_preset(section.get("loss"))[1]
+
+
 def preset_metrics(preset: str, logits: bool = False) -> list:
     """A preset's metrics (a fresh copy); with `logits`, those that read logits."""
     entry = PRESETS[preset]

@@ -14,6 +14,7 @@ from kerakit.report.metrics import (
     confusion_matrix,
     predicted_with_confidence,
     to_labels,
+    to_probabilities,
 )
 from kerakit.report.run_report import (
     RUN_IMAGES,
@@ -25,5 +26,5 @@ from kerakit.report.run_report import (
 __all__ = [
     "HISTORY_FILE", "RUN_IMAGES", "classification_report", "confident_errors", "confusion_matrix",
     "format_report_table", "history_columns", "predicted_with_confidence", "to_labels",
-    "trim_history", "write_history", "write_run_pictures", "write_run_report",
+    "to_probabilities", "trim_history", "write_history", "write_run_pictures", "write_run_report",
 ]  # fmt: skip

@@ -9,10 +9,16 @@ resume, the two-stage fit and the pictures all read it through
 from __future__ import annotations
 
 import csv
+import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from kerakit._files import write_text
+from kerakit.errors import DataError
 
 HISTORY_FILE = "history.csv"
 
@@ -69,3 +75,34 @@ def trim_history(path: str | os.PathLike, keep_below: int) -> None:
     ]
     if len(kept) != len(lines):
         write_text(path, "\n".join(kept) + "\n")
+
+
+def history_values(history: Any) -> dict[str, list]:
+    """{column: values} of a Keras History, a dict of lists, a history.csv or a run folder:
+    numbers as floats (an empty cell is NaN), the `stage` column as text."""
+    history = getattr(history, "history", history)  # a keras.callbacks.History
+    if isinstance(history, Mapping):
+        return {str(k): _numbers(k, list(np.ravel(v))) for k, v in history.items()}
+    if not isinstance(history, (str, os.PathLike)):
+        raise DataError(
+            f"history must be a Keras History, a dict of lists or a history.csv path; "
+            f"got {type(history).__name__}"
+        )
+    path = Path(history)
+    if path.is_dir():
+        path = path / HISTORY_FILE
+    if not path.is_file():
+        raise DataError(f"no history file at {path}; a run folder keeps it as {HISTORY_FILE}")
+    return {k: _numbers(k, v) for k, v in history_columns(path).items()}
+
+
+def _numbers(key: str, values: list) -> list:
+    if key == "stage":
+        return ["" if v is None else (str(int(v)) if isinstance(v, float) else v) for v in values]
+    out = []
+    for v in values:
+        try:
+            out.append(float(v))
+        except (TypeError, ValueError):
+            out.append(math.nan)  # an empty cell: that epoch had no such value
+    return out

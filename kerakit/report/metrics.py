@@ -58,6 +58,48 @@ def to_labels(y: Any) -> np.ndarray:
     return (arr >= 0.5).astype(np.int64)
 
 
+def to_probabilities(
+    outputs: Any, from_logits: bool | None = None, *, multilabel: bool = False
+) -> np.ndarray:
+    """A classifier's outputs as probabilities: its logits through a sigmoid or softmax.
+
+    A model trained with a loss `from_logits=True` (and no sigmoid or softmax on its
+    output layer) gives logits: thresholding those at 0.5, or showing them as
+    probabilities, is wrong. Logits of one column (a binary classifier), or of any
+    width with `multilabel`, go through a sigmoid; rows of several columns through a
+    softmax. Probabilities and class ids come back as they are.
+
+    Args:
+        outputs: the model's outputs, `(n,)`, `(n, 1)` or `(n, classes)`.
+        from_logits: whether they are logits (the loss's `from_logits`); None (the
+            default): they are when some value lies outside [0, 1], which no
+            probability does (class ids and one-hot rows excepted).
+        multilabel: independent sigmoid units (a multilabel model), not a softmax.
+
+    Returns:
+        A float array of the same shape.
+
+    Example:
+        >>> to_probabilities([[0.0], [2.0]], from_logits=True).round(3).tolist()
+        [[0.5], [0.881]]
+    """
+    arr = np.asarray(outputs)
+    if from_logits is None:
+        from_logits = bool(
+            arr.dtype.kind == "f"
+            and arr.size
+            and not np.all(arr == np.round(arr))  # class ids, one-hot rows
+            and (arr.min() < 0 or arr.max() > 1)
+        )
+    if not from_logits:
+        return arr
+    z = arr.astype(np.float64)
+    if multilabel or z.ndim == 1 or z.shape[-1] == 1:
+        return 1.0 / (1.0 + np.exp(-z))
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
 def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int | None = None) -> np.ndarray:
     """Counts of (true class, predicted class) pairs.
 
@@ -167,7 +209,9 @@ def classification_report(
     }
 
 
-def confident_errors(y_true: Any, probs: Any, n: int = 16) -> np.ndarray:
+def confident_errors(
+    y_true: Any, probs: Any, n: int = 16, *, from_logits: bool | None = None
+) -> np.ndarray:
     """Indices of the `n` misclassified samples the model was surest about.
 
     Args:
@@ -175,6 +219,8 @@ def confident_errors(y_true: Any, probs: Any, n: int = 16) -> np.ndarray:
         probs: the model's output: softmax rows `(n, classes)` or sigmoid
             scores `(n,)` / `(n, 1)` of a binary model.
         n: how many to return at most.
+        from_logits: whether `probs` are logits (see `to_probabilities`; None: decided
+            from their values).
 
     Returns:
         An `int64` array of sample indices, most confident first.
@@ -183,16 +229,19 @@ def confident_errors(y_true: Any, probs: Any, n: int = 16) -> np.ndarray:
         >>> confident_errors([0, 1, 1], [[0.9, 0.1], [0.6, 0.4], [0.99, 0.01]]).tolist()
         [2, 1]
     """
-    pred, conf = predicted_with_confidence(probs)
+    pred, conf = predicted_with_confidence(probs, from_logits=from_logits)
     t, _ = _pair(y_true, pred)
     wrong = np.flatnonzero(t != pred)
     order = np.argsort(-conf[wrong], kind="stable")
     return wrong[order][: max(int(n), 0)].astype(np.int64)
 
 
-def predicted_with_confidence(probs: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(predicted class ids, the probability the model gave its prediction)."""
-    p = np.asarray(probs, dtype=np.float64)
+def predicted_with_confidence(
+    probs: Any, *, from_logits: bool | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted class ids, the probability the model gave its prediction); logits are
+    made probabilities first (`to_probabilities`), so a logit is thresholded at 0."""
+    p = np.asarray(to_probabilities(probs, from_logits), dtype=np.float64)
     if p.ndim == 2 and p.shape[1] == 1:
         p = p[:, 0]
     if p.ndim == 1:  # sigmoid score of class 1

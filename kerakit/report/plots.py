@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,13 @@ from kerakit.report.figures import (
     message_figure,
     table_figure,
 )
-from kerakit.report.history import HISTORY_FILE, history_columns
-from kerakit.report.metrics import confusion_matrix, predicted_with_confidence, to_labels
+from kerakit.report.history import history_values
+from kerakit.report.metrics import (
+    confusion_matrix,
+    predicted_with_confidence,
+    to_labels,
+    to_probabilities,
+)
 
 _NOT_CURVES = {"epoch", "stage"}
 _LOG_SCALE = {"learning_rate", "lr"}
@@ -60,7 +65,7 @@ def plot_history(history: Any) -> Figure:
     Example:
         >>> fig = plot_history({"loss": [1.0, 0.5], "val_loss": [1.1, 0.7]})
     """
-    columns = _history_columns(history)
+    columns = history_values(history)
     stage = [str(s) for s in columns.pop("stage", [])]
     for key in _NOT_CURVES:
         columns.pop(key, None)
@@ -100,6 +105,8 @@ def plot_confusion(
     y_pred: Any,
     class_names: Sequence[str] | None = None,
     normalize: bool = False,
+    *,
+    from_logits: bool | None = None,
 ) -> Figure:
     """Confusion matrix with class names and counts (true classes as rows).
 
@@ -109,6 +116,8 @@ def plot_confusion(
         class_names: one name per class; defaults to the class ids.
         normalize: color and label each row as a fraction of its true
             class (the counts stay in the cells); defaults to False.
+        from_logits: whether `y_pred` are logits (a loss `from_logits=True`), thresholded
+            at 0 then; None (the default): decided from the values (`to_probabilities`).
 
     Returns:
         A `matplotlib.figure.Figure`.
@@ -116,6 +125,7 @@ def plot_confusion(
     Example:
         >>> fig = plot_confusion([0, 1, 1], [[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]], ["a", "b"])
     """
+    y_pred = to_probabilities(y_pred, from_logits)
     num = len(class_names) if class_names is not None else None
     if num is None:
         p = np.asarray(y_pred)
@@ -158,6 +168,8 @@ def show_errors(
     probs: Any,
     class_names: Sequence[str] | None = None,
     n: int = 16,
+    *,
+    from_logits: bool | None = None,
 ) -> Figure:
     """The `n` test samples the model got wrong most confidently.
 
@@ -171,6 +183,9 @@ def show_errors(
         probs: the model's output on `x` (softmax rows or sigmoid scores).
         class_names: one name per class; defaults to the class ids.
         n: how many samples to show at most; defaults to 16.
+        from_logits: whether `probs` are logits (a loss `from_logits=True`): the
+            probabilities shown are their sigmoid or softmax; None (the default):
+            decided from the values (`to_probabilities`).
 
     Returns:
         A `matplotlib.figure.Figure`.
@@ -181,14 +196,15 @@ def show_errors(
     from kerakit.report.metrics import confident_errors
 
     x = np.asarray(x)
-    pred, conf = predicted_with_confidence(probs)
+    probs = to_probabilities(probs, from_logits)
+    pred, conf = predicted_with_confidence(probs, from_logits=False)
     true = to_labels(y_true)
     if not len(x) == len(true) == len(pred):
         raise DataError(
             f"x, y_true and probs must hold the same samples; got {len(x)}, "
             f"{len(true)} and {len(pred)}"
         )
-    idx = confident_errors(true, probs, n)
+    idx = confident_errors(true, probs, n, from_logits=False)
     if len(idx) == 0:
         return message_figure(f"No misclassified samples among {len(x)}.")
     names = _names(class_names, int(max(true.max(), pred.max())) + 1)
@@ -281,35 +297,6 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
 
 
 # --- helpers ---------------------------------------------------------------
-
-
-def _history_columns(history: Any) -> dict[str, list]:
-    history = getattr(history, "history", history)  # a keras.callbacks.History
-    if isinstance(history, Mapping):
-        return {str(k): _numbers(k, list(np.ravel(v))) for k, v in history.items()}
-    if not isinstance(history, (str, os.PathLike)):
-        raise DataError(
-            f"history must be a Keras History, a dict of lists or a history.csv path; "
-            f"got {type(history).__name__}"
-        )
-    path = Path(history)
-    if path.is_dir():
-        path = path / HISTORY_FILE
-    if not path.is_file():
-        raise DataError(f"no history file at {path}; a run folder keeps it as {HISTORY_FILE}")
-    return {k: _numbers(k, v) for k, v in history_columns(path).items()}
-
-
-def _numbers(key: str, values: list) -> list:
-    if key == "stage":
-        return ["" if v is None else (str(int(v)) if isinstance(v, float) else v) for v in values]
-    out = []
-    for v in values:
-        try:
-            out.append(float(v))
-        except (TypeError, ValueError):
-            out.append(math.nan)  # an empty cell: that epoch had no such value
-    return out
 
 
 def _mark_best(ax, x: np.ndarray, val_loss: list) -> None:

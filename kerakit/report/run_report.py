@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from kerakit._files import write_text
-from kerakit.report.metrics import classification_report
+from kerakit.report.metrics import classification_report, to_probabilities
 
 # The pictures a run folder may hold, in the order report.md shows them.
 RUN_IMAGES = ("history.png", "confusion.png", "errors.png")
@@ -99,6 +99,7 @@ def write_run_pictures(
     metrics: Mapping[str, Any] | None = None,
     title: str = "kerakit run",
     n_errors: int = 16,
+    from_logits: bool | None = None,
 ) -> dict[str, Path]:
     """Save a run's pictures as PNG and write its `report.md`, in one call.
 
@@ -116,6 +117,9 @@ def write_run_pictures(
         metrics: test metrics for the report.
         title: the report's heading.
         n_errors: how many wrong samples to show.
+        from_logits: whether `probs` are logits (the loss's `from_logits`): they are
+            thresholded at 0 and shown through a sigmoid/softmax; None (the default):
+            decided from the values (`kerakit.report.metrics.to_probabilities`).
 
     Returns:
         `{file name: path}` of everything written.
@@ -126,6 +130,8 @@ def write_run_pictures(
     from kerakit.report import plots  # matplotlib only when pictures are asked for
 
     run_dir = Path(run_dir)
+    if probs is not None:  # probabilities from here on, whatever the output layer gives
+        probs = to_probabilities(probs, from_logits)
     written: dict[str, Path] = {}
     figures = {}
     if history is not None:

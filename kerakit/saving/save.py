@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from kerakit._compat import cache_keras_skipsets, keep_compile_config
+from kerakit._compat import cache_keras_skipsets, keep_compile_config, keep_loss_arguments
 from kerakit._files import atomic_path
 from kerakit.errors import NOWHERE, Where, did_you_mean
 
@@ -60,6 +60,7 @@ def save_model(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cache_keras_skipsets()
+    keep_loss_arguments(model)  # a Huber's delta saved too (kerakit._compat)
     out: dict[str, Path] = {}
     for fmt in FORMATS:  # fixed order: keras, h5, savedmodel
         if fmt not in formats:

@@ -12,7 +12,7 @@ import keras
 
 from kerakit._compat import max_steps_per_execution
 from kerakit.augment import augmentation
-from kerakit.errors import Where, data_error
+from kerakit.errors import RecipeError, Where, data_error
 from kerakit.models import apply_compile, budget, build_model, resolve_compile
 from kerakit.models.compile import record_python_values
 from kerakit.recipe import Recipe, resolve_compile_section
@@ -129,6 +129,7 @@ def build_compiled(recipe: Recipe, bundle, *, strategy=None, callbacks=(), compi
     if from_python:
         section, more = record_python_values(section, from_python, where=where)
         notes += more
+    refuse_plateau_with_schedule(callbacks, section)  # before any run folder is made
     notes += schedule_callbacks(recipe["train"]["callbacks"], section)[1]
     notes.append(f"precision: {policy} ({why})")
     return model, section, policy, notes
@@ -199,6 +200,25 @@ def schedule_callbacks(callbacks: list, section: Mapping) -> tuple[list, list[st
     return kept, notes
 
 
+def refuse_plateau_with_schedule(callbacks, section: Mapping) -> None:
+    """Refuse a ReduceLROnPlateau among `kk.train`'s callbacks when the learning rate is a
+    schedule: Keras cannot set a scheduled rate, so the callback would fail at its first
+    cut, mid-fit (the recipe's own one is left out instead: `schedule_callbacks`)."""
+    if not has_schedule(section.get("optimizer")):
+        return
+    for callback in callbacks:
+        if isinstance(callback, keras.callbacks.ReduceLROnPlateau):
+            ((name, args),) = section["optimizer"].items()
+            schedule = next(iter(args["learning_rate"]))
+            raise RecipeError(
+                f"{type(callback).__name__} cannot lower the learning rate of {name}, which "
+                f"follows the schedule {schedule} (Keras cannot set a scheduled rate, so it "
+                "would fail mid-fit); leave it out of callbacks, or give the optimizer a "
+                "fixed learning_rate",
+                path="kk.train(callbacks=...)",
+            )
+
+
 def _per_batch_reason(recipe: Recipe, callbacks) -> str | None:
     """What needs Keras's per-batch hooks called every batch, or None."""
     for callback in callbacks:
@@ -263,7 +283,7 @@ def check_data_fits(recipe: Recipe, model, bundle) -> None:
                 f"but the output layer has {units} units; a {preset} model needs {need}"
             )
     if bundle.in_memory:
-        for x, _ in bundle.train.batch(4096):
+        for x, *_ in bundle.train.batch(4096):
             for part in tf.nest.flatten(x):
                 if part.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(part))):
                     raise data_error(

@@ -11,7 +11,7 @@ import numpy as np
 from kerakit.augment import strip_augmentation
 from kerakit.data import make_pipeline, to_numpy
 from kerakit.recipe import Recipe
-from kerakit.recipe.compile import pipeline_label_mode
+from kerakit.recipe.compile import pipeline_label_mode, takes_logits
 from kerakit.recipe.fingerprint import resume_parts
 from kerakit.report import write_run_pictures
 from kerakit.report.history import HISTORY_FILE, trim_history
@@ -116,9 +116,29 @@ def _callbacks(recipe: Recipe, model, path: Path, train_ds, val_ds, *, first=(),
             KeepCompileConfig(), StopOnSignal(backup, hint)]  # fmt: skip
 
 
+def _with_class_weight(bundle, class_weight: dict | None):
+    """Keras's fit refuses class_weight beside sample weights; kerakit multiplies them: each
+    training example's weight times its class's weight (docs/data.md, sample weights)."""
+    if class_weight is None or not bundle.weighted:
+        return bundle, class_weight
+    import dataclasses
+
+    import tensorflow as tf
+
+    size = max([*class_weight, (bundle.num_classes or 1) - 1]) + 1
+    table = tf.constant([class_weight.get(i, 1.0) for i in range(size)], tf.float32)
+
+    def fold(x, y, w):
+        per_class = tf.gather(table, tf.cast(y, tf.int32))
+        return x, y, tf.reshape(tf.cast(w, tf.float32) * per_class, tf.shape(w))
+
+    return dataclasses.replace(bundle, train=bundle.train.map(fold)), None
+
+
 def fit(
     recipe: Recipe, model, bundle, path: Path, strategy, *, verbose=None, print_fn=print, extra=()
 ) -> dict:
+    bundle, class_weight = _with_class_weight(bundle, _class_weight(recipe, bundle))
     train_ds, val_ds, _ = pipelines(
         recipe, bundle, augmentation=recipe_augmentation(recipe), strategy=strategy
     )
@@ -128,7 +148,7 @@ def fit(
     fit = dict(
         validation_data=val_ds,
         verbose=verbose,
-        class_weight=_class_weight(recipe, bundle),
+        class_weight=class_weight,
         shuffle=False,
     )
     if "transfer" in recipe["model"]:
@@ -188,7 +208,7 @@ def _pictures(
             "probs": _predict_eagerly(model, x),
         }
     write_run_pictures(path, history=history, class_names=bundle.class_names, metrics=metrics,
-                       title=recipe.name, **kw)  # fmt: skip
+                       title=recipe.name, from_logits=takes_logits(recipe["compile"]), **kw)  # fmt: skip
 
 
 def _predict_eagerly(model, x: np.ndarray, chunk: int = 256) -> np.ndarray:

@@ -11,6 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from kerakit._compat import keep_loss_arguments
 from kerakit.errors import TrainingDiverged, TrainingInterrupted
 from kerakit.training.backups import SafeBackupAndRestore
 from kerakit.training.runfolder import BACKUP_DIR, BEST_MODEL
@@ -108,13 +109,17 @@ class KeepCompileConfig(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         config = getattr(getattr(self.model, "_compile_config", None), "config", None)
-        self._kept = copy.deepcopy(config) if config is not None else None
+        # a shallow copy, as the .h5 saver pops keys of the dict in place: a deep copy would
+        # copy the optimizer through a whole Keras save (slow, and on resume it warns that the
+        # built optimizer's variables "could not be loaded") and lose a Huber's delta
+        self._kept = copy.copy(config) if config is not None else None
 
     def _put_back(self) -> None:
         compile_config = getattr(self.model, "_compile_config", None)
         if self._kept is not None and compile_config is not None:
             if compile_config.config != self._kept:
-                compile_config.config = copy.deepcopy(self._kept)
+                compile_config.config = copy.copy(self._kept)
+                keep_loss_arguments(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
         self._put_back()

@@ -24,6 +24,7 @@ from kerakit.data import load_recipe_data, to_numpy
 from kerakit.errors import DataError, TrainingDiverged
 from kerakit.models.transfer import format_stage_report, stage_report
 from kerakit.recipe import Recipe, load_recipe
+from kerakit.recipe.compile import takes_logits
 from kerakit.recipe.reader import dump_yaml
 from kerakit.recipe.usercode import check_unchanged
 from kerakit.training.build import (
@@ -100,7 +101,8 @@ class Run:
         from kerakit.report.plots import plot_confusion
 
         _, y, probs = self._test_predictions()
-        return plot_confusion(y, probs, class_names=self.class_names, normalize=normalize)
+        return plot_confusion(y, probs, class_names=self.class_names, normalize=normalize,
+                              from_logits=takes_logits(self.recipe["compile"]))  # fmt: skip
 
     def show_errors(self, n: int = 16):
         from kerakit.report.plots import show_errors
@@ -111,7 +113,8 @@ class Run:
                 f"show_errors shows the inputs as images; this model takes several ({', '.join(x)}). "
                 "Use plot_confusion, or kerakit.report.plots.show_errors on one input"
             )
-        return show_errors(x, y, probs, class_names=self.class_names, n=n)
+        return show_errors(x, y, probs, class_names=self.class_names, n=n,
+                           from_logits=takes_logits(self.recipe["compile"]))  # fmt: skip
 
     def predict(self, x, **kwargs):
         return self.model.predict(x, verbose=0, **kwargs)
@@ -169,6 +172,7 @@ def train(
     x: Any = None,
     y: Any = None,
     validation_data: Any = None,
+    sample_weight: Any = None,
     epochs: int | None = None,
     overrides=None,
     resume: str | os.PathLike | None = None,
@@ -186,7 +190,12 @@ def train(
     Args:
         recipe: a recipe file, a mapping of plain values, or a `Recipe`.
         x, y: arrays (or dicts of arrays by input/output name) to train on
-            instead of the recipe's data source; `validation_data` likewise.
+            instead of the recipe's data source; or `x` a `tf.data.Dataset` or
+            `keras.utils.PyDataset` of `(x, y)` / `(x, y, sample_weight)` batches, as
+            Keras's `fit` takes it (no `y`). `validation_data` likewise: `(x_val, y_val)`,
+            `(x_val, y_val, w_val)`, or a data set when `x` is one.
+        sample_weight: per-example weights of the training arrays, as `fit` takes them
+            (multiplied by ``train.class_weight`` where both are given).
         epochs: override ``train.epochs``.
         overrides: more ``KEY=VALUE`` overrides, as ``--set`` takes.
         resume: a run folder to resume; by default the newest interrupted run
@@ -214,13 +223,14 @@ def train(
             overrides.append(f"train.epochs={int(epochs)}")
     # With x/y, load_data switches the source to "arrays" (keeping the shared keys), and
     # the resolved recipe records that (bundle.spec) instead of the recipe's own source.
-    recipe = load_recipe(recipe, overrides=overrides or None)
+    source, recipe = recipe, load_recipe(recipe, overrides=overrides or None)
     _say_imported(recipe, print_fn)
 
     # the strategy before any other TF op: multi-worker collectives need it first
     strategy = make_strategy_for(recipe)
     set_seeds(recipe)
-    bundle = load_recipe_data(recipe, x=x, y=y, validation_data=validation_data)
+    bundle = load_recipe_data(recipe, x=x, y=y, validation_data=validation_data,
+                              sample_weight=sample_weight, batch_given=_sets_batch_size(source, recipe))  # fmt: skip
     with strategy.scope():
         model, compile_section, policy, notes = build_compiled(
             recipe,
@@ -247,6 +257,15 @@ def train(
             lock.release()
         if not chief:
             remove_worker_dir(path, strategy)
+
+
+def _sets_batch_size(source: Any, recipe: Recipe) -> bool:
+    """Whether the recipe (its file, its mapping or a --set) says `data.batch_size`; if not, a
+    data set given as x= keeps its own batch size."""
+    if ("data", "batch_size") in recipe.positions:
+        return True
+    section = source.get("data") if isinstance(source, Mapping) else None
+    return isinstance(section, Mapping) and "batch_size" in section
 
 
 def _train_in(

@@ -37,6 +37,34 @@ ANTIRECTIFIER = textwrap.dedent('''
         def get_config(self):
             return {**super().get_config(),
                     "initializer": keras.initializers.serialize(self.initializer)}
+
+
+    @keras.saving.register_keras_serializable(package="mine")
+    class CustomMSE(keras.losses.Loss):
+        """The built-in-methods guide's loss: MSE plus a pull of the outputs toward 0.5."""
+
+        def __init__(self, regularization_factor=0.1, name="custom_mse", **kwargs):
+            super().__init__(name=name, **kwargs)
+            self.regularization_factor = regularization_factor
+
+        def call(self, y_true, y_pred):
+            mse = ops.mean(ops.square(y_true - y_pred), axis=-1)
+            reg = ops.mean(ops.square(0.5 - y_pred), axis=-1)
+            return mse + reg * self.regularization_factor
+
+        def get_config(self):
+            return {**super().get_config(), "regularization_factor": self.regularization_factor}
+
+
+    @keras.saving.register_keras_serializable(package="mine")
+    class ProbabilityOfTruth(keras.metrics.Mean):
+        """The mean probability the model gives the true class (one-hot labels)."""
+
+        def __init__(self, name="probability_of_truth", **kwargs):
+            super().__init__(name=name, **kwargs)
+
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            return super().update_state(ops.sum(y_true * y_pred, axis=-1), sample_weight)
 ''')
 
 RECIPE = """
@@ -48,6 +76,10 @@ model:
     - Dense: {units: 8}
     - Antirectifier
     - Dense: {units: 2, activation: softmax}
+compile:
+  preset: multiclass_onehot          # CustomMSE compares one-hot labels with the outputs
+  loss: {CustomMSE: {regularization_factor: 0.2}}
+  metrics: [accuracy, ProbabilityOfTruth]
 train: {epochs: 2, callbacks: minimal}
 output: {dir: runs}
 """
@@ -64,12 +96,46 @@ def project(tmp_path, monkeypatch):
     return tmp_path
 
 
+def _killed_after_epochs(cmd: list, project, epochs: int):
+    """Runs `cmd` (a kerakit train) and kills it with SIGKILL once `epochs` rows are logged."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)  # fmt: skip
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            runs = list((project / "runs" / "anti").glob("*"))
+            history = runs[0] / "history.csv" if runs else None
+            if history and history.is_file() and len(history.read_text().splitlines()) > epochs:
+                proc.send_signal(signal.SIGKILL)
+                return runs[0]
+            assert proc.poll() is None, (
+                "training ended before the kill: " + proc.stdout.read()[-2000:]
+            )
+            time.sleep(0.05)
+        raise AssertionError("timed out waiting for the epochs")
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+
+
 @pytest.mark.slow
-def test_a_custom_layer_trains_evaluates_in_a_new_process_and_refuses_changed_code(project, capsys):
+def test_custom_layer_loss_and_metric_train_resume_evaluate_and_refuse_changed_code(
+    project, capsys
+):
     assert main(["check", "r.yaml"]) == 0
     assert "imported: antirectifier.py" in capsys.readouterr().out
-    assert main(["train", "r.yaml"]) == 0
-    (run,) = (project / "runs" / "anti").iterdir()
+    # killed (kill -9) in a process of its own, then resumed by the same command
+    train = [sys.executable, "-m", "kerakit.cli", "train", "r.yaml", "--epochs", "30",
+             "--set", "train.callbacks={bundle: standard, EarlyStopping: false}"]  # fmt: skip
+    run = _killed_after_epochs(train, project, 2)
+    assert main(train[3:]) == 0
+    out = capsys.readouterr().out
+    assert f"resuming the interrupted run runs/anti/{run.name}" in out and "Epoch 1/30" not in out
+    assert len((run / "history.csv").read_text().strip().splitlines()) == 31
+    assert "probability_of_truth" in (run / "history.csv").read_text().splitlines()[0]
     code = json.loads((run / "code.json").read_text())["code"]
     assert code[0]["import"] == "antirectifier.py" and len(code[0]["sha256"]) == 64
     np.save(project / "x.npy", np.zeros((3, 4), "float32"))
@@ -78,7 +144,7 @@ def test_a_custom_layer_trains_evaluates_in_a_new_process_and_refuses_changed_co
         text=True, timeout=120,
     )  # fmt: skip
     assert fresh.returncode == 0, fresh.stderr[-1500:]
-    assert "accuracy" in fresh.stdout
+    assert "accuracy" in fresh.stdout and "probability_of_truth" in fresh.stdout
     # a bare model file imports nothing by itself; --import names the code
     bare = subprocess.run(
         [sys.executable, "-m", "kerakit.cli", "--import", "antirectifier.py", "predict",

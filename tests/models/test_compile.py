@@ -317,3 +317,22 @@ def test_a_mismatched_head_is_said():
     loss = {"SparseCategoricalCrossentropy": {"from_logits": True}}
     _, notes = resolve_compile({"loss": loss}, _model(10, "softmax"))
     assert "but the output layer's softmax gives probabilities, not logits" in notes[0]
+
+
+def test_a_huber_delta_is_recorded_and_saved(tmp_path):
+    """Keras 3.15.1 leaves delta out of Huber's config (kerakit._compat.loss_config)."""
+    from kerakit.models.names import as_recipe_value
+
+    loss = keras.losses.Huber(delta=2.0)
+    assert as_recipe_value(loss) == {"Huber": {"delta": 2.0}}
+    assert as_recipe_value(keras.losses.CosineSimilarity(axis=1)) == {
+        "CosineSimilarity": {"axis": 1}
+    }
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, kernel_initializer="zeros")])
+    kk.compile_model(model, optimizer="sgd", loss=loss, metrics=[])
+    kk.save_model(model, tmp_path)
+    again = kk.load_model(tmp_path / "model.keras")
+    x, y = np.zeros((2, 1), "float32"), np.full((2, 1), 4.0, "float32")
+    assert again.evaluate(x, y, verbose=0, return_dict=True)["loss"] == pytest.approx(
+        6.0
+    )  # 1.0: 3.5

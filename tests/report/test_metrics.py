@@ -123,3 +123,19 @@ def test_report_table_and_report_md(tmp_path):
     assert "![Learning curves](history.png)" in text
     assert "confusion.png" not in text  # only pictures that exist are linked
     assert table in text
+
+
+def test_logits_are_thresholded_at_zero_and_shown_as_probabilities():
+    logits = np.array([[-2.0], [-0.4], [0.3], [3.0]])  # a binary model with from_logits=True
+    assert report.to_probabilities(logits, from_logits=True)[:, 0].round(2).tolist() == [
+        0.12, 0.4, 0.57, 0.95,
+    ]  # fmt: skip
+    for from_logits in (True, None):  # None: values outside [0, 1] are logits
+        pred, conf = report.predicted_with_confidence(logits, from_logits=from_logits)
+        assert pred.tolist() == [0, 0, 1, 1]  # thresholded at 0, not 0.5 (that gave [0, 0, 0, 1])
+        assert conf.round(2).tolist() == [0.88, 0.6, 0.57, 0.95]
+    rows = report.to_probabilities(np.array([[2.0, 0.0, -1.0]]), from_logits=True)
+    assert rows.sum() == pytest.approx(1.0) and rows.argmax() == 0  # softmax
+    probs = np.array([[0.2], [0.7]])
+    assert report.to_probabilities(probs).tolist() == probs.tolist()  # probabilities stay
+    assert report.to_probabilities([0, 2, 1]).tolist() == [0, 2, 1]  # class ids stay

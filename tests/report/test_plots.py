@@ -249,3 +249,16 @@ def test_figures_display_inline_in_ipython():
         assert data["image/png"][:4] == b"\x89PNG"
     finally:
         interactiveshell.InteractiveShell.clear_instance()
+
+
+def test_run_pictures_of_a_logits_model(tmp_path):
+    x = np.random.default_rng(0).random((4, 8, 8, 1))
+    logits = np.array([[-3.0], [0.4], [-0.2], [2.0]])  # classes 0, 1, 0, 1
+    fig = plots.plot_confusion([0, 1, 1, 1], logits, ["no", "yes"], from_logits=True)
+    assert fig.axes[0].get_title() == "3/4 correct (accuracy 0.750)"  # at 0.5: 2/4
+    fig = plots.show_errors(x, [0, 0, 1, 0], logits, ["no", "yes"], from_logits=True)
+    assert [ax.get_title() for ax in fig.axes] == [
+        "true: no\npred: yes (0.88)", "true: no\npred: yes (0.60)", "true: yes\npred: no (0.55)",
+    ]  # fmt: skip
+    report.write_run_pictures(tmp_path, y_true=[0, 1, 1, 1], probs=logits, x=x, from_logits=True)
+    assert "| **accuracy** | | | 0.750 | 4 |" in (tmp_path / "report.md").read_text()

@@ -133,3 +133,23 @@ def test_a_callback_working_every_batch_gets_steps_per_execution_1(tmp_path, cap
         "steps_per_execution: 1 (auto: the callback PerBatch works every batch)"
         in capsys.readouterr().out
     )
+
+
+def test_a_python_reduce_lr_on_plateau_with_a_schedule_is_refused_up_front(tmp_path):
+    import keras
+    import numpy as np
+
+    import kerakit as kk
+
+    x = np.ones((8, 3), "float32")
+    schedule = keras.optimizers.schedules.ExponentialDecay(1e-3, 10, 0.9)
+    with pytest.raises(RecipeError, match=r"kk.train\(callbacks=...\): ReduceLROnPlateau cannot "
+                       r"lower the learning rate of Adam, which follows the schedule "
+                       r"ExponentialDecay .*leave it out of callbacks, or give the optimizer a "
+                       r"fixed learning_rate"):  # fmt: skip
+        kk.train({"name": "plateau", "data": {"source": "arrays", "batch_size": 4},
+                  "model": {"sequential": [{"Dense": {"units": 1}}]},
+                  "train": {"epochs": 2, "callbacks": "none"}, "output": {"dir": str(tmp_path)}},
+                 x=x, y=x.sum(1), optimizer=keras.optimizers.Adam(schedule),
+                 callbacks=[keras.callbacks.ReduceLROnPlateau(monitor="loss")], verbose=0)  # fmt: skip
+    assert not list(tmp_path.iterdir())  # no run folder

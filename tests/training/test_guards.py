@@ -57,3 +57,20 @@ def test_an_h5_checkpoint_leaves_the_finished_model_its_optimizer(tmp_path):
     recipe["name"] = "g2"
     run = kk.train(recipe, verbose=0, callbacks=[user])
     assert type(kk.load_model(run.path / "model.keras").optimizer).__name__ == "Adam"
+
+
+def test_a_run_records_and_saves_a_huber_delta(tmp_path):
+    """Keras 3.15.1 drops Huber's delta from its config (kerakit._compat.loss_config), and
+    KeepCompileConfig's copies of the compile config went through that config."""
+    import keras
+    import numpy as np
+
+    import kerakit as kk
+
+    x = np.ones((8, 3), "float32")
+    run = kk.train({"name": "huber", "data": {"source": "arrays", "batch_size": 4},
+                    "model": {"sequential": [{"Dense": {"units": 1}}]},
+                    "train": {"epochs": 1, "callbacks": "none"}, "output": {"dir": str(tmp_path)}},
+                   x=x, y=x.sum(1), loss=keras.losses.Huber(delta=2.0), verbose=0)  # fmt: skip
+    assert run.recipe["compile"]["loss"] == {"Huber": {"delta": 2.0}}
+    assert kk.load_model(run.path).loss._fn_kwargs["delta"] == 2.0
