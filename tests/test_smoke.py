@@ -182,6 +182,12 @@ def _junit(path: Path) -> dict:
     return out
 
 
+# Shipped configs left out of the smoke run here: keras.io's "image classification from
+# scratch" (2.8M parameters on 180x180 images) overfits one batch of 128 in minutes on a CPU;
+# tests/e2e/test_keras_io.py builds it and compares it with the example's own model.
+HEAVY_CONFIGS = {"image_classification_from_scratch.yaml"}
+
+
 @pytest.mark.slow
 def test_pytest_plugin_reports_the_same_and_every_shipped_config_passes(tmp_path):
     """One pytest process collects tests/smoke_recipes and configs/ as recipes: the same
@@ -194,16 +200,18 @@ def test_pytest_plugin_reports_the_same_and_every_shipped_config_passes(tmp_path
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(RECIPES), os.environ.get("PYTHONPATH", "")]),
     }
+    configs = [c for c in sorted(CONFIGS.rglob("*.yaml")) if c.name not in HEAVY_CONFIGS]
     cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:benchmark", "-p", "smoke_layers", "-q",
-           "--kerakit", str(RECIPES), "--kerakit", str(CONFIGS), "--junitxml", str(report)]  # fmt: skip
+           "--kerakit", str(RECIPES), *(a for c in configs for a in ("--kerakit", str(c))),
+           "--junitxml", str(report)]  # fmt: skip
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "3 failed, 8 passed" in proc.stdout, proc.stdout[-3000:]
+    assert f"3 failed, {len(configs) + 1} passed" in proc.stdout, proc.stdout[-3000:]
     cases = _junit(report)
     for name, words in EXPECTED.items():
         message, _ = cases[Path(name).stem]
         assert (message is None) if words is None else all(w in message for w in words), message
-    for config in sorted(CONFIGS.glob("*.yaml")):
+    for config in configs:
         message, seconds = cases[config.stem]
         assert message is None, message
         assert seconds < 20, (config.name, seconds)  # under 10 s here; room for a busy machine

@@ -10,6 +10,7 @@ index of Keras's names when there is one (`kerakit.recipe.keras_names`).
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ from kerakit.recipe import blocks, keras_names
 from kerakit.recipe import schema as S
 from kerakit.recipe.reader import load_yaml
 from kerakit.recipe.transfer import resolve_transfer
+
+# A Keras class name, or a registered one as `package>Name` (register_keras_serializable).
+LAYER_NAME = re.compile(r"(?:[A-Za-z_][\w.]*>)?[A-Za-z_]\w*")
 
 MODEL_KINDS = ["sequential", "functional", "transfer"]
 
@@ -99,7 +103,7 @@ def layer_entry(entry: Any, where: Where, *, extra: Iterable[str] = ()) -> tuple
     args = entry[name]
     if args is None:
         args = {}
-    if not isinstance(name, str) or not name.isidentifier():
+    if not isinstance(name, str) or not LAYER_NAME.fullmatch(name):
         raise where.at(name).error(f"{name!r} is not a layer class name")
     return name, args, rest
 

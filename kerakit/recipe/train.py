@@ -51,11 +51,15 @@ def resolve_train(section: Any, where: Where) -> dict:
             S.check_mapping(
                 cw, where.at("class_weight"), "'balanced' or a mapping of class index to weight"
             )
+            by_index = {}
             for k, v in cw.items():
-                if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+                # YAML mapping keys are read as text (`0: 1.0` gives "0"): digits are indices
+                index = int(k) if isinstance(k, str) and k.isdigit() else k
+                if isinstance(index, bool) or not isinstance(index, int) or index < 0:
                     raise where.at("class_weight", k).error(
                         f"class_weight keys are class indices (0, 1, ...), got {S.show(k)}"
                     )
-                S.check_number(v, where.at("class_weight", k), minimum=0)
+                by_index[index] = S.check_number(v, where.at("class_weight", k), minimum=0)
+            cw = by_index
         out["class_weight"] = copy.deepcopy(cw)
     return out

@@ -163,6 +163,55 @@ def antirectifier_mnist():
     return model
 
 
+def make_model(input_shape, num_classes):
+    """https://keras.io/examples/vision/image_classification_from_scratch/ ("Build a model")."""
+    inputs = keras.Input(shape=input_shape)
+
+    # Entry block
+    x = layers.Rescaling(1.0 / 255)(inputs)
+    x = layers.Conv2D(32, 3, strides=2, padding="same")(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+
+    x = layers.Conv2D(64, 3, padding="same")(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+
+    previous_block_activation = x  # Set aside residual
+
+    for size in [128, 256, 512, 728]:
+        x = layers.Activation("relu")(x)
+        x = layers.SeparableConv2D(size, 3, padding="same")(x)
+        x = layers.BatchNormalization()(x)
+
+        x = layers.Activation("relu")(x)
+        x = layers.SeparableConv2D(size, 3, padding="same")(x)
+        x = layers.BatchNormalization()(x)
+
+        x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
+
+        # Project residual
+        residual = layers.Conv2D(size, 1, strides=2, padding="same")(previous_block_activation)
+        x = layers.add([x, residual])  # Add back residual
+        previous_block_activation = x  # Set aside next residual
+
+    x = layers.SeparableConv2D(1024, 3, padding="same")(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+
+    x = layers.GlobalAveragePooling2D()(x)
+    if num_classes == 2:
+        activation = "sigmoid"
+        units = 1
+    else:
+        activation = "softmax"
+        units = num_classes
+
+    x = layers.Dropout(0.5)(x)
+    outputs = layers.Dense(units, activation=activation)(x)
+    return keras.Model(inputs, outputs)
+
+
 # ------------------------------------------------------------------ inputs of a few examples
 
 
@@ -185,6 +234,11 @@ EXAMPLES = {
     "toy_resnet": (toy_resnet, 223_242, lambda rng: _images(rng, (32, 32, 3))),
     "training_guide_mlp": (get_uncompiled_model, 55_050, lambda rng: _images(rng, (784,))),
     "antirectifier": (antirectifier_mnist, 531_466, lambda rng: _images(rng, (784,))),
+    "image_classification_from_scratch": (
+        lambda: make_model(input_shape=(180, 180, 3), num_classes=2),
+        2_782_649,
+        lambda rng: 255 * _images(rng, (180, 180, 3)),
+    ),
 }
 
 
@@ -269,32 +323,15 @@ def test_the_recipe_builds_the_examples_model(name):
         np.testing.assert_allclose(got[key], value, rtol=1e-5, atol=1e-5, err_msg=key)
 
 
-# ------------------------------------------------------------------ what a recipe cannot say yet
+# ------------------------------------------------------------------ class and sample weights
 
 
-CLASS_WEIGHT = "{0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 2.0, 6: 1.0, 7: 1.0, 8: 1.0, 9: 1.0}"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecipeError,
-    reason="a recipe cannot give class_weight by class index: the YAML reader makes every "
-    "mapping key text ('5'), and train.class_weight takes integer keys only",
-)
 def test_the_training_guides_class_weight_in_yaml():
-    recipe = kk.load_recipe(
-        KERAS_IO / "training_guide_mlp.yaml", overrides=[f"train.class_weight={CLASS_WEIGHT}"]
-    )
-    assert recipe["train"]["class_weight"][5] == 2.0
-
-
-def test_the_training_guides_class_weight_from_python():
-    # what the YAML cannot say yet, Python can: overrides given as a mapping keep their keys
-    weights = {c: 2.0 if c == 5 else 1.0 for c in range(10)}
-    recipe = kk.load_recipe(
-        KERAS_IO / "training_guide_mlp.yaml", overrides={"train.class_weight": weights}
-    )
-    assert recipe["train"]["class_weight"] == weights
+    recipe = kk.load_recipe(KERAS_IO / "training_guide_mlp.yaml")
+    assert recipe["train"]["class_weight"] == {c: 2.0 if c == 5 else 1.0 for c in range(10)}
+    # YAML reads mapping keys as text ("5"); a --set or a Python mapping says the same
+    again = kk.load_recipe(recipe.to_dict(), overrides=["train.class_weight={5: 3, 1: 0.5}"])
+    assert again["train"]["class_weight"] == {5: 3, 1: 0.5}
 
 
 # ------------------------------------------------------------------ one epoch, offline
@@ -337,9 +374,41 @@ def test_the_mnist_convnet_trains_one_epoch_and_evaluates(mnist_600, tmp_path, c
 
 
 @pytest.mark.slow
+def test_the_training_guides_mlp_with_sample_and_class_weights(mnist_600, tmp_path):
+    # the guide: sample_weight = np.ones(len(y_train)); sample_weight[y_train == 5] = 2.0
+    with np.load(mnist_600) as f:
+        x, y = f["x_train"].reshape(-1, 784), f["y_train"]
+    sample_weight = np.ones(shape=(len(y),))
+    sample_weight[y == 5] = 2.0
+    run = kk.train(
+        KERAS_IO / "training_guide_mlp.yaml", x=x, y=y, sample_weight=sample_weight,
+        overrides=[f"output.dir={tmp_path}", "train.epochs=1"], verbose=0, print_fn=lambda *a: None,
+    )  # fmt: skip
+    assert run.model.count_params() == 55_050 and run.recipe["data"]["source"] == "arrays"
+    assert run.recipe["train"]["class_weight"][5] == 2.0  # multiplied with the sample weights
+    assert np.isfinite(run.metrics["loss"]) and "SparseCategoricalAccuracy" in run.metrics
+
+
+@pytest.mark.slow
 def test_the_antirectifier_trains_one_epoch_and_evaluates(mnist_600, tmp_path, capsys):
     done = _train_and_evaluate("antirectifier", mnist_600, tmp_path, capsys)
     # logged under the name the recipe writes (the example's Keras logs sparse_categorical_accuracy)
     assert "SparseCategoricalAccuracy: " in done["out"]
     code = json.loads((done["run"] / "code.json").read_text())["code"]
     assert code[0]["import"] == "antirectifier.py"
+
+
+def test_a_registered_layer_by_its_keras_name_with_and_without_arguments():
+    recipe = kk.load_recipe(
+        KERAS_IO / "antirectifier.yaml",
+        overrides={
+            "model.sequential[1]": "keras_io>Antirectifier",
+            "model.sequential[3]": {"keras_io>Antirectifier": {"initializer": "glorot_uniform"}},
+        },
+    )
+    # a resolved recipe loads again (kerakit train does): the name survives both forms
+    built = kk.build_model(kk.load_recipe(recipe))
+    assert built.count_params() == 531_466
+    assert [type(layer).__name__ for layer in built.layers].count("Antirectifier") == 2
+    with pytest.raises(RecipeError, match="is not a layer class name"):
+        kk.load_recipe(recipe, overrides={"model.sequential[1]": {"keras io>X": {}}})
