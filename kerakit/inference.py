@@ -15,6 +15,7 @@ from kerakit._files import read_json, write_text
 from kerakit.errors import DataError, KerakitError, Where
 from kerakit.recipe import Recipe, load_recipe
 from kerakit.recipe.compile import pipeline_label_mode, takes_logits
+from kerakit.recipe.features import table_features
 from kerakit.training.runfolder import (
     CLASSES_FILE,
     EVALUATE_FILE,
@@ -76,15 +77,16 @@ def evaluate(
     section = dict(recipe["data"]) if recipe is not None else {}
     if isinstance(data, str):
         keep = ("batch_size", "image_size", "rescale", "normalize", "flatten")  # preprocessing
+        if table_features(section) is not None and data.startswith("csv:"):
+            keep += ("target", "target_type", "sample_weight", "features")  # the same columns
         section = {**{k: v for k, v in section.items() if k in keep}, "source": data}
     elif isinstance(data, Mapping):
         section = dict(data)
     where = Where("--data" if data is not None else str(folder / RECIPE_FILE), {}, ("data",))
     section = resolve_data(section, where)
     base_dir = os.getcwd() if data is not None else (recipe.base_dir if recipe else os.getcwd())
-    bundle = load_data(
-        section, base_dir=base_dir, seed=recipe["seed"] if recipe else 42, where=where
-    )
+    bundle = load_data(section, base_dir=base_dir, seed=recipe["seed"] if recipe else 42,
+                       where=where, raw_features=True)  # a table's model takes raw columns  # fmt: skip
     name = "test" if bundle.test is not None else "val"
     split = bundle.test if bundle.test is not None else bundle.val
     if split is None:
@@ -179,6 +181,11 @@ def _read_inputs(files: list[str], model, recipe: Recipe | None, folder: Path | 
                 if key is None:
                     raise DataError(f"{p}: the .npz holds no arrays")
                 x = z[key]
+        elif suffix == ".csv" and recipe is not None and table_features(recipe["data"]):
+            from kerakit.data.features import read_rows
+
+            x = read_rows(p, recipe["data"])  # raw columns: the run's model encodes them
+            return x, [f"{p.name}[{i}]" for i in range(len(next(iter(x.values()))))]
         elif suffix == ".csv":
             x = _read_csv_features(p, recipe)
         else:
@@ -225,6 +232,10 @@ def predict(run_or_model: str | os.PathLike, x: Any, *, trusted: bool = False) -
 
 
 def _predict(model, recipe, folder, x):
+    if recipe is not None and table_features(recipe["data"]):
+        from kerakit.data.features import ordered
+
+        return np.asarray(model.predict(ordered(x, model), verbose=0))
     if recipe is not None:
         from kerakit.data import prepare_inputs
 

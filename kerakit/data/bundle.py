@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from kerakit.data.features import encode
 from kerakit.data.given import is_dataset, load_given
 from kerakit.data.images import load_directory
 from kerakit.data.memory import load_in_memory
@@ -48,6 +49,9 @@ class DataBundle:
         value_range: `[min, max]` of the raw training inputs (before rescaling) when
             they are one image array: 8-bit pixels are [0, 255], scikit-learn's
             digits [0, 16]. `kerakit predict` maps image files to it. None otherwise.
+        feature_space: the adapted `keras.utils.FeatureSpace` of a table with `features:`
+            (the splits hold its encoded vectors), else None.
+        notes: lines to print about choices made while reading (`features: auto`).
     """
 
     train: tf.data.Dataset
@@ -62,6 +66,8 @@ class DataBundle:
     spec: dict = field(default_factory=dict)
     stats: dict | None = None
     value_range: list | None = None
+    feature_space: Any = None
+    notes: list = field(default_factory=list)
 
     @property
     def weighted(self) -> bool:
@@ -84,6 +90,7 @@ def load_data(
     validation_data: Any = None,
     sample_weight: Any = None,
     batch_given: bool | None = None,
+    raw_features: bool = False,
 ) -> DataBundle:
     """Loads a data source into unbatched, prepared `tf.data` splits.
 
@@ -105,6 +112,8 @@ def load_data(
         sample_weight: per-example weights for the training arrays (as `fit` takes them).
         batch_given: whether the recipe set `batch_size` (default: whether `data` has the
             key); if not, a batched data set given as `x` keeps its own batch size.
+        raw_features: for a table with `features:`, leave the columns raw (a dict of column
+            values, as a run's saved model takes them) instead of encoding them.
 
     Returns:
         A `DataBundle`.
@@ -168,7 +177,15 @@ def load_data(
         )
 
     stats = feature_stats(dss["train"].map(prepare(None))) if spec["normalize"] else None
-    if not prepares_nothing(dss["train"].element_spec[0], spec, stats):
+    space, notes = None, list(info.pop("notes", []))
+    if kind == "csv" and spec.get("features") is not None:  # a FeatureSpace prepares
+        if not raw_features:
+            dss, space = encode(dss, spec)
+            f = spec["features"]
+            notes.append(f"features: {len(f['columns'])} columns and {len(f['crosses'])} "
+                         f"crosses, encoded by a FeatureSpace adapted on the {sizes['train']:,} "
+                         f"training rows")  # fmt: skip
+    elif not prepares_nothing(dss["train"].element_spec[0], spec, stats):
         dss = {k: None if d is None else d.map(prepare(stats)) for k, d in dss.items()}
     element = dss["train"].element_spec[0]
     shapes = tf.nest.map_structure(lambda s: tuple(s.shape), element)
@@ -194,6 +211,8 @@ def load_data(
         spec=spec,
         stats=stats,
         value_range=value_range,
+        feature_space=space,
+        notes=notes,
         **info,
     )
 

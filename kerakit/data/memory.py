@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from kerakit.data.features import table_columns, type_table
 from kerakit.data.splits import carve, encode_labels, length
 from kerakit.data.tables import describe_columns, feature_matrix, is_number, read_table
 from kerakit.errors import DataError, Where, data_error, did_you_mean
@@ -106,7 +107,14 @@ def _csv(path: Path, spec: Mapping, where: Where) -> dict:
         )
     if weight == target:
         raise fail(f"the sample weight column {weight!r} is the target column", "sample_weight")
-    features = feature_matrix(path, header, rows, exclude=(target, weight), fail=fail)
+    notes = []
+    if spec.get("features") is not None:  # raw columns, typed once the splits are carved
+        features, unused = table_columns(path, header, rows, spec, where)
+        if unused:
+            notes.append(f"features: columns not used (not under data.features.columns): "
+                         f"{', '.join(unused)}")  # fmt: skip
+    else:
+        features = feature_matrix(path, header, rows, exclude=(target, weight), fail=fail)
     t = header.index(target)
     values = [row[t] for row in rows]
     kind = spec["target_type"]
@@ -132,7 +140,8 @@ def _csv(path: Path, spec: Mapping, where: Where) -> dict:
                 "sample_weight",
             )
         train = (features, y, np.array(cells, dtype="float32"))
-    return {"train": train, "val": None, "test": None, "target_type": kind}
+    table = {"table": path, "notes": notes} if spec.get("features") is not None else {}
+    return {"train": train, "val": None, "test": None, "target_type": kind, **table}
 
 
 def _arrays(x, y, validation_data, sample_weight, where: Where) -> dict:
@@ -198,6 +207,9 @@ def _from_memory(raw: dict, spec: dict, seed, where: Where) -> tuple:
     train, val, test = carve(
         splits["train"], splits.get("val"), splits.get("test"), spec, seed, where
     )
+    if raw.get("table") is not None:  # `features:`: typed by the FeatureSpace types
+        (train, val, test), notes = type_table(raw["table"], [train, val, test], spec, where)
+        info = {**info, "notes": raw["notes"] + notes}
     if spec["rescale"] == "auto":
         spec["rescale"] = _auto_rescale(train[0])
     dss = {

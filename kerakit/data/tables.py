@@ -91,3 +91,51 @@ def is_number(text: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def typed_columns(
+    path: str | Path,
+    columns: dict,
+    kinds: dict[str, str],
+    *,
+    rows: np.ndarray | None = None,
+    fills: dict | None = None,
+    fail: Callable[[str, str], Exception],
+) -> dict[str, np.ndarray]:
+    """Cells of a table's columns (`columns`: name -> a sequence of cell strings) as arrays of
+    their `kinds`: "float" (float32), "integer" (int64) or "string" (str objects).
+
+    An empty cell takes the column's `fills` value when there is one; otherwise, and for a
+    cell that is not of its kind, `fail(message, column)` makes the error, naming the file's
+    row (`rows`: the file row of each cell, default 2, 3, ...) and the column, never the cell.
+    """
+    fills = fills or {}
+    out = {}
+    for name, cells in columns.items():
+        kind = kinds[name]
+        values: list = []
+        for i, cell in enumerate(cells):
+            row = int(rows[i]) if rows is not None else i + 2
+            if not cell.strip():
+                if name not in fills:
+                    raise fail(f"{path} row {row}, column {name!r}: the cell is empty", name)
+                values.append(fills[name])
+                continue
+            if kind == "string":
+                values.append(cell)
+                continue
+            try:
+                number = float(cell)
+            except ValueError:
+                raise fail(
+                    f"{path} row {row}, column {name!r}: the cell is not a number", name
+                ) from None
+            if kind == "integer" and not number.is_integer():
+                raise fail(
+                    f"{path} row {row}, column {name!r}: the cell is not a whole number", name
+                )
+            values.append(number)
+        dtype = {"float": "float32", "integer": "int64", "string": object}[kind]
+        array = np.array(values, dtype=dtype)
+        out[name] = array.astype(str).astype(object) if kind == "string" else array
+    return out

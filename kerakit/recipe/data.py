@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kerakit.errors import NOWHERE, Where, did_you_mean
+from kerakit.recipe.features import resolve_features
 from kerakit.recipe.schema import (
     check_bool,
     check_choice,
@@ -97,7 +98,7 @@ NO_IMAGE_KEYS = {"csv": ("image_size",)}
 
 # Keys some sources take that the resolved recipe records only when set (so that recipes
 # resolved before the key existed keep their fingerprint and resume).
-OPTIONAL_KEYS: dict[str, tuple[str, ...]] = {"csv": ("sample_weight",)}
+OPTIONAL_KEYS: dict[str, tuple[str, ...]] = {"csv": ("sample_weight", "features")}
 
 
 def data_path(text: str, base_dir: str | os.PathLike) -> Path:
@@ -255,6 +256,15 @@ def _resolve_own(out: dict, kind: str, where: Where) -> None:
         )
         if out.get("sample_weight") is not None:
             check_str(out["sample_weight"], w("sample_weight"), "a column name")
+        if out.get("features") is not None:
+            exclude = (out["target"], out.get("sample_weight"))
+            out["features"] = resolve_features(out["features"], w("features"), exclude=exclude)
+            if out["normalize"] or out["rescale"] is not None:
+                key = "normalize" if out["normalize"] else "rescale"
+                raise w(key).error(
+                    f"{key} does not apply with `features:`; describe each column instead "
+                    "(float_normalized standardizes it, float_rescaled scales it)"
+                )
     elif kind == "tfrecord":
         resolve_tfrecord(out, where)
     elif kind == "directory":

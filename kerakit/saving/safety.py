@@ -10,8 +10,9 @@ ALLOWLIST before Keras sees a byte of it:
   packages (layers, models, optimizers, losses, metrics, initializers,
   regularizers, constraints, activations, dtype policies, ops) or
   ``kerakit``, or a name registered with
-  ``keras.saving.register_keras_serializable``; the class must exist there
-  and be a Keras saveable class;
+  ``keras.saving.register_keras_serializable``, or one of the few Keras layers
+  exported elsewhere (`ALLOWED_CLASSES`: ``keras.utils.FeatureSpace``); the class
+  must exist there and be a Keras saveable class;
 - a function reference must name a Keras activation, loss, metric or op;
 - no ``Lambda``, no ``TFSMLayer``, no Python lambda, no lookup layer
   (``StringLookup``, ``IntegerLookup``, ``TextVectorization``) whose
@@ -71,6 +72,10 @@ DENIED_CLASSES = {
     "__lambda__": "a serialized Python lambda runs arbitrary code",
 }
 LOOKUP_LAYERS = {"StringLookup", "IntegerLookup", "TextVectorization"}
+# Keras layers exported outside the modelling packages, by exact name: a FeatureSpace (in
+# `keras.utils`, beside file and download helpers, which stay refused) is a layer whose parts
+# (its preprocessing layers, features and crosses) are checked one by one like any config.
+ALLOWED_CLASSES = {"keras.utils": ("FeatureSpace",)}
 
 
 def check_model_file(path: str | os.PathLike) -> None:
@@ -242,6 +247,8 @@ def _check_object(node: dict, where: str, path: Any) -> None:
         if isinstance(obj, type) and _registered_obj(obj):
             return
         raise refuse(path, f"{module}.{class_name}{at} is not a registered kerakit class")
+    if class_name in ALLOWED_CLASSES.get(module, ()):
+        return
     if module == "keras" or module.startswith(ALLOWED_MODULE_ROOTS):
         from keras.src import api_export
 

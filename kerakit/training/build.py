@@ -264,6 +264,11 @@ def check_data_fits(recipe: Recipe, model, bundle) -> None:
                 f"the model takes inputs of shape {tuple(want[1:])} but the data gives {tuple(got)}; "
                 "fix model.input_shape (or leave it out to take it from the data), or data.image_size"
             )
+    if getattr(bundle, "feature_space", None) is not None and "h5" in recipe["output"]["formats"]:
+        raise recipe.where.at("output", "formats").error(
+            "a table with data.features saves the FeatureSpace's layers inside the model, and "
+            "Keras cannot load those from the legacy h5 format; use keras (or savedmodel)"
+        )
     preset = recipe["compile"]["preset"]
     if (
         bundle.num_classes

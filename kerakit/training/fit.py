@@ -10,6 +10,7 @@ import numpy as np
 
 from kerakit.augment import strip_augmentation
 from kerakit.data import make_pipeline, to_numpy
+from kerakit.data.features import raw_input_model
 from kerakit.recipe import Recipe
 from kerakit.recipe.compile import pipeline_label_mode, takes_logits
 from kerakit.recipe.fingerprint import resume_parts
@@ -182,7 +183,10 @@ def finish(
     write_run_json(path / METRICS_FILE, metrics)
     if recipe["augment"] and recipe["augment"].get("placement") == "model":
         model = strip_augmentation(model)  # the exported model carries no augmentation
-    saved = save_model(model, path, recipe["output"]["formats"])
+    kept = model
+    if bundle.feature_space is not None:  # a table's saved model takes raw columns
+        kept = raw_input_model(bundle.feature_space, model)
+    saved = save_model(kept, path, recipe["output"]["formats"])
     print_fn("saved: " + ", ".join(str(p) for p in saved.values()))
     for folder in (path / BACKUP_DIR, path / STAGE2_BACKUP_DIR):
         # a finished run needs its newest backup only (to continue it with more epochs)

@@ -141,6 +141,8 @@ def check(recipe: Recipe | str | Mapping, *, overrides=None, print_fn=print) -> 
     _say_imported(recipe, print_fn)
     check_output_dir(recipe)
     bundle = None if recipe["data"]["source"] == "arrays" else load_recipe_data(recipe)
+    for note in bundle.notes if bundle is not None else ():
+        print_fn(note)
     model, section, policy, notes = build_compiled(recipe, bundle)
     if bundle is not None:
         resolved = resolved_recipe(recipe, section, policy)
@@ -231,6 +233,8 @@ def train(
     set_seeds(recipe)
     bundle = load_recipe_data(recipe, x=x, y=y, validation_data=validation_data,
                               sample_weight=sample_weight, batch_given=_sets_batch_size(source, recipe))  # fmt: skip
+    for note in bundle.notes:
+        print_fn(note)
     with strategy.scope():
         model, compile_section, policy, notes = build_compiled(
             recipe,
