@@ -3,7 +3,7 @@
     kerakit check RECIPE [--set KEY=VALUE ...]
     kerakit train RECIPE [--set KEY=VALUE ...] [--epochs N] [--resume RUN]
     kerakit evaluate RUN_OR_MODEL [--data SOURCE]
-    kerakit predict RUN_OR_MODEL INPUT... [--output FILE]
+    kerakit predict RUN_OR_MODEL INPUT... [--text TEXT]... [--output FILE]
     kerakit augment RECIPE --preview out.png
     kerakit smoke RECIPE_OR_FOLDER... [--steps N] [--batches N] [--set KEY=VALUE ...]
     kerakit list presets|bundles|backbones|augment
@@ -115,9 +115,13 @@ def _parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="predict with a run folder or a model file")
     pr.add_argument("model", metavar="RUN_OR_MODEL")
     pr.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help="image files, a .npy/.npz, or a .csv"
-    )
-    pr.add_argument("--output", metavar="FILE", help="write predictions to a .csv or .json file")
+        "inputs", nargs="*", metavar="INPUT",
+        help="image files, a .npy/.npz, or a .csv; .txt files (one text each) for a text model",
+    )  # fmt: skip
+    pr.add_argument("--text", action="append", default=[], metavar="TEXT",
+                    help="a raw text to classify with a text model (repeatable)")  # fmt: skip
+    pr.add_argument("--output", metavar="FILE", help="write predictions to a .csv, .json or .npy "
+                    "file; an image-to-image model's outputs to a folder of PNG files or a .npy")  # fmt: skip
     pr.add_argument("--top", type=int, default=3, help="classes to show per input (default 3)")
     _model_file_flags(pr)
 
@@ -290,6 +294,7 @@ def _dispatch(args, argv) -> int:
             top=args.top,
             trusted=args.unsafe,
             print_fn=print,
+            texts=args.text,
         )
         return 0
     if cmd == "augment":

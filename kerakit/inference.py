@@ -16,6 +16,7 @@ from kerakit.errors import DataError, KerakitError, Where
 from kerakit.recipe import Recipe, load_recipe
 from kerakit.recipe.compile import pipeline_label_mode, takes_logits
 from kerakit.recipe.features import table_features
+from kerakit.recipe.text import evaluate_keys, text_input
 from kerakit.training.runfolder import (
     CLASSES_FILE,
     EVALUATE_FILE,
@@ -79,6 +80,9 @@ def evaluate(
         keep = ("batch_size", "image_size", "rescale", "normalize", "flatten")  # preprocessing
         if table_features(section) is not None and data.startswith("csv:"):
             keep += ("target", "target_type", "sample_weight", "features")  # the same columns
+        keep += evaluate_keys(section, data)  # text: the same classes (or column) and vectorize
+        if section.get("windows") is not None:  # a series: the same windows, split by time
+            keep += ("windows", "validation_split", "test_split")
         section = {**{k: v for k, v in section.items() if k in keep}, "source": data}
     elif isinstance(data, Mapping):
         section = dict(data)
@@ -181,6 +185,11 @@ def _read_inputs(files: list[str], model, recipe: Recipe | None, folder: Path | 
                 if key is None:
                     raise DataError(f"{p}: the .npz holds no arrays")
                 x = z[key]
+        elif suffix == ".csv" and recipe is not None and recipe["data"].get("windows"):
+            from kerakit.data.series import last_window
+
+            x = last_window(p, recipe["data"])  # raw rows: the run's model normalizes them
+            return x, [f"{p.name}[last window]"]
         elif suffix == ".csv" and recipe is not None and table_features(recipe["data"]):
             from kerakit.data.features import read_rows
 
@@ -232,6 +241,10 @@ def predict(run_or_model: str | os.PathLike, x: Any, *, trusted: bool = False) -
 
 
 def _predict(model, recipe, folder, x):
+    if recipe is not None and text_input(recipe["data"]):
+        from kerakit.data.text import as_texts
+
+        return np.asarray(model.predict(as_texts(x), verbose=0))  # the model vectorizes them
     if recipe is not None and table_features(recipe["data"]):
         from kerakit.data.features import ordered
 
@@ -245,12 +258,25 @@ def _predict(model, recipe, folder, x):
 
 
 def predict_files(run_or_model, inputs: list[str], *, output: str | None = None, top: int = 3,
-                  trusted: bool = False, print_fn=print) -> list[dict]:  # fmt: skip
+                  trusted: bool = False, print_fn=print, texts: list[str] | None = None,
+                  ) -> list[dict]:  # fmt: skip
     """`kerakit predict`: top classes (multilabel: the labels over 0.5; regression: the
-    values) per input, printed and optionally written."""
+    values) per input, printed and optionally written. `texts` are raw texts (`--text`) for
+    a model that takes strings, beside or instead of files."""
+    if not inputs and not texts:
+        raise DataError('nothing to predict: give input files, or --text "..." for a text model')
     model, recipe, folder = _open(run_or_model, trusted)
-    x, labels = _read_inputs(inputs, model, recipe, folder)
+    from kerakit.data.text import predict_texts, takes_text
+
+    if texts or takes_text(model):  # raw strings: .txt files, a CSV's text column, --text
+        x, labels = predict_texts(inputs, texts or [], model, recipe["data"] if recipe else None)
+    else:
+        x, labels = _read_inputs(inputs, model, recipe, folder)
     probs = _predict(model, recipe, folder, x)
+    if _outputs_are_arrays(model):  # image-to-image: images or a .npy, not numbers per line
+        from kerakit.report.outputs import write_outputs
+
+        return write_outputs(np.asarray(probs), labels, output, print_fn=print_fn)
     names = None
     if folder is not None and (folder / CLASSES_FILE).is_file():
         names = read_json(folder / CLASSES_FILE)
@@ -291,9 +317,22 @@ def predict_files(run_or_model, inputs: list[str], *, output: str | None = None,
             ]
             print_fn(f"{label}: " + ", ".join(f"{c} ({p[i]:.3f})" for c, i in zip(cls, order)))
         rows.append(row)
-    if output:
+    if output and Path(output).suffix.lower() == ".npy":  # the model's outputs, as they are
+        from kerakit.report.outputs import save_npy
+
+        save_npy(output, np.asarray(probs), print_fn=print_fn)
+    elif output:
         _write_predictions(Path(output), rows)
     return rows
+
+
+def _outputs_are_arrays(model) -> bool:
+    """Whether a model's one output has its input's shape (an image-to-image model)."""
+    from kerakit.report.kinds import task_kind
+
+    ins, outs = model.inputs, model.outputs
+    shapes = (tuple(ins[0].shape[1:]), tuple(outs[0].shape[1:]))
+    return len(ins) == 1 and task_kind(None, *shapes, outputs=len(outs)) == "same_shape"
 
 
 def _write_predictions(path: Path, rows: list[dict]) -> None:
@@ -301,7 +340,7 @@ def _write_predictions(path: Path, rows: list[dict]) -> None:
         write_text(path, json.dumps(rows, indent=2) + "\n")
         return
     if path.suffix.lower() != ".csv":
-        raise DataError(f"--output {path}: write .csv or .json")
+        raise DataError(f"--output {path}: write .csv, .json or .npy")
     lines = []
     if rows and "top" in rows[0]:
         lines.append("input,rank,class,index,probability")

@@ -21,6 +21,8 @@ from kerakit.data.given import is_dataset, load_given
 from kerakit.data.images import load_directory
 from kerakit.data.memory import load_in_memory
 from kerakit.data.prepare import feature_stats, prepare_inputs, prepares_nothing
+from kerakit.data.series import load_series
+from kerakit.data.text import load_text_folder, vectorize
 from kerakit.data.tfds import load_tfds
 from kerakit.data.tfrecord import load_tfrecord
 from kerakit.errors import NOWHERE, DataError, Where, data_error
@@ -52,6 +54,12 @@ class DataBundle:
         feature_space: the adapted `keras.utils.FeatureSpace` of a table with `features:`
             (the splits hold its encoded vectors), else None.
         notes: lines to print about choices made while reading (`features: auto`).
+        normalizer: the `keras.layers.Normalization` of a series' windows with `normalize:
+            true` (the training part's mean and variance), which a run puts in front of the
+            trained model; None otherwise.
+        preprocessing: the `keras.layers.TextVectorization` of text inputs (`vectorize:`),
+            adapted on the training split (the splits hold its token ids or vectors), which a
+            run puts in front of the trained model so that it takes raw strings; else None.
     """
 
     train: tf.data.Dataset
@@ -68,6 +76,8 @@ class DataBundle:
     value_range: list | None = None
     feature_space: Any = None
     notes: list = field(default_factory=list)
+    normalizer: Any = None
+    preprocessing: Any = None
 
     @property
     def weighted(self) -> bool:
@@ -113,7 +123,8 @@ def load_data(
         batch_given: whether the recipe set `batch_size` (default: whether `data` has the
             key); if not, a batched data set given as `x` keeps its own batch size.
         raw_features: for a table with `features:`, leave the columns raw (a dict of column
-            values, as a run's saved model takes them) instead of encoding them.
+            values, as a run's saved model takes them) instead of encoding them; text inputs
+            stay raw strings (not vectorized).
 
     Returns:
         A `DataBundle`.
@@ -142,17 +153,20 @@ def load_data(
     elif x is not None and is_dataset(validation_data):
         raise DataError("validation_data is a data set but x= is not; give both the same way")
     path = None
-    if kind in ("npz", "csv", "directory"):
+    if kind in ("npz", "csv", "directory", "text"):
         path = data_path(arg, base_dir)
-        ok = path.is_dir() if kind == "directory" else path.is_file()
+        ok = path.is_dir() if kind in ("directory", "text") else path.is_file()
         if not ok:
-            what = "folder" if kind == "directory" else "file"
+            what = "folder" if kind in ("directory", "text") else "file"
             raise data_error(
                 where,
                 "source",
                 f"no such {what}: {path} ({arg!r} read from {Path(base_dir).resolve()})",
             )
-    if kind == "arrays" and is_dataset(x):
+    series = spec.get("windows") is not None  # a time series cut into windows: data/series.py
+    if series:
+        dss, sizes, info = load_series(kind, path, spec, where, raw=raw_features)
+    elif kind == "arrays" and is_dataset(x):
         dss, sizes, info = load_given(x, validation_data, spec, where, batch_given=batch_given)
     elif kind == "tfds":
         dss, sizes, info = load_tfds(arg, spec, base_dir, where)
@@ -160,15 +174,16 @@ def load_data(
         dss, sizes, info = load_tfrecord(arg, spec, base_dir, seed, where)
     elif kind == "directory":
         dss, sizes, info = load_directory(path, spec, seed, where)
+    elif kind == "text":
+        dss, sizes, info = load_text_folder(path, spec, seed, where)
     else:
         dss, sizes, info = load_in_memory(kind, path, spec, seed, where, x=x, y=y,
                                           validation_data=validation_data,
                                           sample_weight=sample_weight)  # fmt: skip
     if spec["rescale"] == "auto":
         spec["rescale"] = None
-    value_range = raw_value_range(
-        dss["train"], in_memory=kind not in ("tfds", "directory", "tfrecord") and not is_dataset(x)
-    )
+    from_memory = kind not in ("tfds", "directory", "tfrecord") and not is_dataset(x)
+    value_range = raw_value_range(dss["train"], in_memory=from_memory and not series)
 
     def prepare(stats):
         # plain Python over static shapes: no autograph (it costs ~0.1 s a trace)
@@ -176,8 +191,10 @@ def load_data(
             lambda xi, yi, *wi: (prepare_inputs(xi, spec, stats), yi, *wi)
         )
 
-    stats = feature_stats(dss["train"].map(prepare(None))) if spec["normalize"] else None
+    normalize = spec["normalize"] and not series  # a series' windows are normalized already
+    stats = feature_stats(dss["train"].map(prepare(None))) if normalize else None
     space, notes = None, list(info.pop("notes", []))
+    preprocessing = None  # text: the adapted TextVectorization
     if kind == "csv" and spec.get("features") is not None:  # a FeatureSpace prepares
         if not raw_features:
             dss, space = encode(dss, spec)
@@ -185,6 +202,12 @@ def load_data(
             notes.append(f"features: {len(f['columns'])} columns and {len(f['crosses'])} "
                          f"crosses, encoded by a FeatureSpace adapted on the {sizes['train']:,} "
                          f"training rows")  # fmt: skip
+    elif spec.get("vectorize") is not None:  # text: a TextVectorization prepares (data/text.py)
+        if not raw_features:
+            dss, preprocessing = vectorize(dss, spec)
+            size = preprocessing.vocabulary_size()
+            notes.append(f"vectorize: a vocabulary of {size:,} tokens, adapted on the "
+                         f"{sizes['train']:,} training texts")  # fmt: skip
     elif not prepares_nothing(dss["train"].element_spec[0], spec, stats):
         dss = {k: None if d is None else d.map(prepare(stats)) for k, d in dss.items()}
     element = dss["train"].element_spec[0]
@@ -213,6 +236,7 @@ def load_data(
         value_range=value_range,
         feature_space=space,
         notes=notes,
+        preprocessing=preprocessing,
         **info,
     )
 

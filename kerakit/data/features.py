@@ -157,13 +157,28 @@ def encode(dss: dict, spec: Mapping, batch: int = 1024) -> tuple[dict, Any]:
 def raw_input_model(space: Any, model: Any) -> Any:
     """The end-to-end model of keras.io's example: a dict of raw column values
     (`space.get_inputs()`) -> the FeatureSpace's encoding -> the trained `model`, compiled
-    as `model` is, with its optimizer's state, so a run saves what `evaluate` needs."""
+    as `model` is, with its optimizer's state, so a run saves what `evaluate` needs.
+
+    `space` may also be a Keras layer that prepares the model's one input (a series'
+    `Normalization`): the raw model is then `keras.Input` of the model's input shape ->
+    the layer -> the trained `model`; a `TextVectorization` takes one raw string per example
+    (`keras.Input(shape=(), dtype="string")`, keras.io's text `end_to_end_model`)."""
     import keras
 
-    outputs = model(space.get_encoded_features())
+    if hasattr(space, "get_inputs"):  # a FeatureSpace: one raw input per column
+        inputs, encoded = space.get_inputs(), space.get_encoded_features()
+    elif isinstance(space, keras.layers.TextVectorization):  # raw strings (data/text.py)
+        # shape () rather than the example's (1,): with (1,), Keras 3.15 gives multi_hot,
+        # count and tf_idf a symbolic output of (None, 1, N) (the real one is (None, N))
+        inputs = keras.Input(shape=(), dtype="string", name="text")
+        encoded = space(inputs)
+    else:  # a layer in front of the model's one input
+        inputs = keras.Input(shape=tuple(model.input_shape[1:]), dtype=model.inputs[0].dtype)
+        encoded = space(inputs)
+    outputs = model(encoded)
     if len(model.outputs) > 1:
         outputs = dict(zip(model.output_names, outputs))
-    raw = keras.Model(space.get_inputs(), outputs, name=f"{model.name}_raw_inputs")
+    raw = keras.Model(inputs, outputs, name=f"{model.name}_raw_inputs")
     config = model.get_compile_config() if getattr(model, "compiled", False) else None
     if config:
         # A copy of the optimizer, not the object: Keras saves an object once, under the

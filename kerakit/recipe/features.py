@@ -164,9 +164,10 @@ def _column(entry: Any, where: Where, output_mode: str) -> str | dict:
     for key in ("num_bins", "max_tokens"):
         if options.get(key) is not None:
             low = 2 if key == "max_tokens" else 1
-            check_number(options[key], w.at(key), integer=True, minimum=low)
+            check_number(options[key], w.at(key), integer=True, minimum=low, maximum=MAX_SIZE)
     if "num_oov_indices" in options:
-        check_number(options["num_oov_indices"], w.at("num_oov_indices"), integer=True, minimum=0)
+        check_number(options["num_oov_indices"], w.at("num_oov_indices"), integer=True,
+                     minimum=0, maximum=MAX_OOV)  # fmt: skip
     for key in ("scale", "offset"):
         if key in options:
             check_number(options[key], w.at(key))
@@ -180,6 +181,12 @@ def _column(entry: Any, where: Where, output_mode: str) -> str | dict:
     if FILL in options:
         _check_fill(options[FILL], FEATURE_TYPES[kind], w.at(FILL))
     return {kind: dict(options)}
+
+
+# Sizes past these are typos, not tables: Keras would try to allocate them (a vocabulary of
+# 10**12 out-of-vocabulary ids fails deep in TensorFlow, found by tests/e2e/test_fuzz.py).
+MAX_SIZE = 10_000_000
+MAX_OOV = 1_000
 
 
 def _check_fill(value: Any, kind: str, where: Where) -> None:
@@ -214,7 +221,7 @@ def _cross(cross: Any, where: Where, columns: dict, output_mode: str) -> dict:
                 "hashes); describe it as float_discretized or a categorical type to cross it"
             )
     dim = cross.get("crossing_dim", DEFAULT_CROSSING_DIM)
-    check_number(dim, where.at("crossing_dim"), integer=True, minimum=1)
+    check_number(dim, where.at("crossing_dim"), integer=True, minimum=1, maximum=MAX_SIZE)
     mode = cross.get("output_mode", "one_hot")
     check_choice(mode, ["one_hot", "int"], where.at("output_mode"), "output_mode")
     if mode == "int" and output_mode == "concat":

@@ -13,11 +13,14 @@ from kerakit.report.metrics import (
     confident_errors,
     confusion_matrix,
     predicted_with_confidence,
+    regression_report,
     to_labels,
     to_probabilities,
 )
 from kerakit.report.run_report import (
     RUN_IMAGES,
+    format_errors_table,
+    format_regression_table,
     format_report_table,
     write_run_pictures,
     write_run_report,
@@ -25,6 +28,7 @@ from kerakit.report.run_report import (
 
 __all__ = [
     "HISTORY_FILE", "RUN_IMAGES", "classification_report", "confident_errors", "confusion_matrix",
-    "format_report_table", "history_columns", "predicted_with_confidence", "to_labels",
+    "format_errors_table", "format_regression_table", "format_report_table", "history_columns",
+    "predicted_with_confidence", "regression_report", "to_labels",
     "to_probabilities", "trim_history", "write_history", "write_run_pictures", "write_run_report",
 ]  # fmt: skip

@@ -35,6 +35,7 @@ from kerakit.report.figures import (
     table_figure,
 )
 from kerakit.report.history import history_values
+from kerakit.report.kinds import input_kind
 from kerakit.report.metrics import (
     confusion_matrix,
     predicted_with_confidence,
@@ -174,7 +175,8 @@ def show_errors(
     """The `n` test samples the model got wrong most confidently.
 
     Each image is titled with its true class, the predicted class and the
-    probability the model gave that prediction. Samples that are not images
+    probability the model gave that prediction. Series (steps x features, or long
+    rows of floats) are drawn as small line plots; samples that are neither
     (rows of a table) are listed in a table instead.
 
     Args:
@@ -209,6 +211,10 @@ def show_errors(
         return message_figure(f"No misclassified samples among {len(x)}.")
     names = _names(class_names, int(max(true.max(), pred.max())) + 1)
     titles = [f"true: {names[true[i]]}\npred: {names[pred[i]]} ({conf[i]:.2f})" for i in idx]
+    if input_kind(x.shape[1:], x.dtype) == "series":  # (500, 1) is a line, not a blank image
+        from kerakit.report.samples import series_grid
+
+        return series_grid(x[idx], titles, title_color="tab:red")
     if not is_image_batch(x):
         rows = [[int(i), names[true[i]], names[pred[i]], f"{conf[i]:.3f}"] for i in idx]
         return table_figure(["sample", "true", "predicted", "probability"], rows, x[idx])

@@ -11,10 +11,26 @@ from typing import Any
 import numpy as np
 
 from kerakit._files import write_text
-from kerakit.report.metrics import classification_report, to_probabilities
+from kerakit.report.kinds import (
+    TEST_PICTURES,
+    example_spec,
+    input_kind,
+    pictures_for,
+    task_kind,
+    why_not,
+)
+from kerakit.report.metrics import (
+    classification_report,
+    confident_errors,
+    predicted_with_confidence,
+    regression_report,
+    to_labels,
+    to_probabilities,
+)
 
-# The pictures a run folder may hold, in the order report.md shows them.
-RUN_IMAGES = ("history.png", "confusion.png", "errors.png")
+# The pictures a run folder may hold, in the order report.md shows them (which ones a run
+# gets: `kinds.PICTURES`, by task and input kind).
+RUN_IMAGES = ("history.png", *TEST_PICTURES)
 
 
 def format_report_table(report: Mapping) -> str:
@@ -49,6 +65,8 @@ def write_run_report(
     report: Mapping | None = None,
     images: Sequence[str] | None = None,
     title: str = "kerakit run",
+    sections: Sequence[tuple[str, str]] = (),
+    not_drawn: Mapping[str, str] | None = None,
 ) -> Path:
     """Write `report.md` in a run folder: pictures, test metrics, per-class table.
 
@@ -57,8 +75,11 @@ def write_run_report(
         metrics: test metrics, e.g. `model.evaluate(..., return_dict=True)`.
         report: a `classification_report`, or None to leave the table out.
         images: file names of pictures in `run_dir` to link; by default
-            whichever of `history.png`, `confusion.png`, `errors.png` exist.
+            whichever of `RUN_IMAGES` exist.
         title: the page's heading (the recipe or run name reads well).
+        sections: more `(heading, Markdown)` sections, after the tables (the most
+            confidently wrong texts, a regression's numbers).
+        not_drawn: `{picture: why}`, one line each under "Pictures not drawn".
 
     Returns:
         The path of the written `report.md` (written atomically).
@@ -73,6 +94,9 @@ def write_run_report(
         "history.png": "Learning curves",
         "confusion.png": "Confusion matrix (test set)",
         "errors.png": "Most confidently wrong test samples",
+        "predictions.png": "Predicted vs true, and the residuals (test set)",
+        "forecast.png": "Forecasts vs the truth (test windows)",
+        "samples.png": "Input, target and output (test set)",
     }
     out = [f"# {title}", ""]
     out += ["## Test metrics", "", "| metric | value |", "|---|---:|"]
@@ -82,9 +106,15 @@ def write_run_report(
     out.append("")
     if report is not None:
         out += ["## Per-class report (test set)", "", format_report_table(report)]
+    for heading, text in sections:
+        out += [f"## {heading}", "", text.rstrip(), ""]
     for name in images:
         caption = captions.get(name, Path(name).stem)
         out += [f"## {caption}", "", f"![{caption}]({Path(name).as_posix()})", ""]
+    if not_drawn:
+        out += ["## Pictures not drawn", ""]
+        out += [f"- `{name}`: {why}" for name, why in not_drawn.items()]
+        out.append("")
     return write_text(run_dir / "report.md", "\n".join(out).rstrip() + "\n")
 
 
@@ -100,19 +130,24 @@ def write_run_pictures(
     title: str = "kerakit run",
     n_errors: int = 16,
     from_logits: bool | None = None,
+    task: str | None = None,
+    inputs: str | None = None,
 ) -> dict[str, Path]:
     """Save a run's pictures as PNG and write its `report.md`, in one call.
 
-    Draws `history.png` when a history is given, `confusion.png` when test
-    labels and predictions are given, and `errors.png` when the test inputs
-    are given too; then writes `report.md` linking whatever was drawn.
+    Draws `history.png` when a history is given, and the test-set pictures that fit the
+    run's task and input kind (`kinds.PICTURES`): `confusion.png` and `errors.png` for a
+    classifier (its errors as line plots for series, as a table in report.md for text
+    and table rows), `predictions.png` (and `forecast.png` on series) for a regression,
+    `samples.png` for a model whose output has its input's shape. report.md links what
+    was drawn and says in one line why each other picture is not there.
 
     Args:
         run_dir: the run folder.
         history: a Keras `History`, its `.history` dict, or a `history.csv` path.
-        y_true: test labels.
-        probs: the model's predictions on the same test samples, same order.
-        x: the test inputs (for the errors picture).
+        y_true: test labels (a regression's targets).
+        probs: the model's outputs on the same test samples, same order.
+        x: the test inputs (for the errors and samples pictures).
         class_names: one name per class.
         metrics: test metrics for the report.
         title: the report's heading.
@@ -120,6 +155,10 @@ def write_run_pictures(
         from_logits: whether `probs` are logits (the loss's `from_logits`): they are
             thresholded at 0 and shown through a sigmoid/softmax; None (the default):
             decided from the values (`kerakit.report.metrics.to_probabilities`).
+        task: `"classification"`, `"multilabel"`, `"regression"`, `"same_shape"` or
+            `"other"` (`kinds.task_kind`); None: a classifier, unless `probs` has the
+            shape of `x`.
+        inputs: the input kind (`kinds.input_kind`); None: decided from `x`.
 
     Returns:
         `{file name: path}` of everything written.
@@ -127,32 +166,113 @@ def write_run_pictures(
     Example:
         >>> write_run_pictures("runs/x", history="runs/x/history.csv")  # doctest: +SKIP
     """
-    from kerakit.report import plots  # matplotlib only when pictures are asked for
+    from kerakit.report import plots, samples  # matplotlib only when pictures are asked for
 
     run_dir = Path(run_dir)
-    if probs is not None:  # probabilities from here on, whatever the output layer gives
-        probs = to_probabilities(probs, from_logits)
-    written: dict[str, Path] = {}
-    figures = {}
-    if history is not None:
-        figures["history.png"] = lambda: plots.plot_history(history)
-    if y_true is not None and probs is not None:
-        figures["confusion.png"] = lambda: plots.plot_confusion(y_true, probs, class_names)
-        if x is not None:
-            figures["errors.png"] = lambda: plots.show_errors(
-                x, y_true, probs, class_names, n=n_errors
-            )
-    for name, draw in figures.items():
-        written[name] = plots.save_figure(draw(), run_dir / name)
-    report = None
-    if y_true is not None and probs is not None:
+    tested = y_true is not None and probs is not None
+    known = task is not None or tested
+    if task is None:
+        shape = np.shape(probs)[1:] if probs is not None else ()
+        task = task_kind(None, example_spec(x)[0] if x is not None else None, shape)
+    if inputs is None:
+        inputs = input_kind(*example_spec(x)) if x is not None else "none"
+    if tested and task in ("classification", "multilabel"):  # probabilities from here on
+        probs = to_probabilities(probs, from_logits, multilabel=task == "multilabel")
+    draw = {
+        "confusion.png": lambda: plots.plot_confusion(y_true, probs, class_names),
+        "errors.png": lambda: plots.show_errors(x, y_true, probs, class_names, n=n_errors),
+        "predictions.png": lambda: samples.plot_predictions(y_true, probs),
+        "forecast.png": lambda: samples.show_forecasts(x, y_true, probs),
+        "samples.png": lambda: samples.show_samples(x, y_true, probs),
+    }
+    wanted = pictures_for(task, inputs)
+    figures = {"history.png": lambda: plots.plot_history(history)} if history is not None else {}
+    not_drawn: dict[str, str] = {}
+    for name in TEST_PICTURES:
+        if known and name not in wanted:
+            not_drawn[name] = why_not(name, task, inputs)
+        elif not tested:
+            not_drawn[name] = "no test split (no test labels and predictions to draw it from)"
+        elif x is None and name in ("errors.png", "forecast.png", "samples.png"):
+            not_drawn[name] = "the test inputs were not given"
+        else:
+            figures[name] = draw[name]
+    written = {name: plots.save_figure(make(), run_dir / name) for name, make in figures.items()}
+    report, sections = None, []
+    if tested and task == "classification":
         report = classification_report(
             y_true, probs, class_names, num_classes=_num_classes(probs, class_names)
         )
+        if "errors table" in wanted and x is not None:
+            table = format_errors_table(x, y_true, probs, class_names, n=n_errors)
+            sections.append(("Most confidently wrong test samples", table))
+    if tested and task in ("regression", "same_shape"):
+        what = "every output value" if task == "same_shape" else "the targets"
+        table = format_regression_table(regression_report(y_true, probs))
+        sections.append((f"Regression (test set, {what})", table))
     written["report.md"] = write_run_report(
-        run_dir, metrics=dict(metrics or {}), report=report, images=list(figures), title=title
-    )
+        run_dir, metrics=dict(metrics or {}), report=report, images=list(figures), title=title,
+        sections=sections, not_drawn=not_drawn,
+    )  # fmt: skip
     return written
+
+
+def format_regression_table(report: Mapping) -> str:
+    """A `regression_report` as a Markdown table."""
+    lines = ["| metric | value |", "|---|---:|"]
+    names = {"mae": "MAE", "rmse": "RMSE", "r2": "R²", "support": "samples"}
+    lines += [f"| {label} | {_fmt(report[key])} |" for key, label in names.items()]
+    return "\n".join(lines) + "\n"
+
+
+def format_errors_table(
+    x: Any, y_true: Any, probs: Any, class_names: Sequence[str] | None = None, n: int = 16,
+    width: int = 80,
+) -> str:  # fmt: skip
+    """The `n` most confidently wrong samples as a Markdown table: the input (a text, or a
+    row's values, shortened to `width` characters), the true and predicted classes and the
+    probability of the prediction. `probs` are probabilities (`to_probabilities`)."""
+    idx = confident_errors(y_true, probs, n, from_logits=False)
+    pred, conf = predicted_with_confidence(probs, from_logits=False)
+    true = to_labels(y_true)
+    if len(idx) == 0:
+        return f"No misclassified samples among {len(true)}.\n"
+    names = [str(c) for c in class_names] if class_names is not None else []
+
+    def name(k: int) -> str:
+        return _md(names[k] if k < len(names) else str(k))
+
+    lines = ["| sample | input | true | predicted | probability |", "|---:|---|---|---|---:|"]
+    for i in idx:
+        text = _md(_shorten(_describe(x, int(i)), width)).replace("<", "&lt;")
+        lines.append(f"| {i} | {text} | {name(true[i])} | {name(pred[i])} | {conf[i]:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _describe(x: Any, i: int) -> str:
+    """Sample `i` of the inputs as one line: a text, `name=value` pairs, or its values."""
+    if isinstance(x, Mapping):
+        return ", ".join(f"{k}={_value(np.asarray(v)[i])}" for k, v in x.items())
+    row = np.asarray(np.asarray(x)[i])
+    if row.dtype.kind in "OSU":
+        return " ".join(_value(v) for v in row.reshape(-1))
+    values = row.reshape(-1)
+    return ", ".join(f"{v:.3g}" for v in values[:8]) + (", ..." if values.size > 8 else "")
+
+
+def _value(v: Any) -> str:
+    v = np.asarray(v).reshape(-1)
+    v = v[0] if v.size == 1 else v
+    if isinstance(v, bytes):
+        return v.decode("utf-8", errors="replace")
+    if isinstance(v, (float, np.floating)):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _shorten(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
 
 def _num_classes(probs: Any, class_names: Sequence[str] | None) -> int | None:

@@ -98,6 +98,7 @@ def _register_kerakit_layers() -> None:
     """Import the modules that register kerakit's own layers, so its models reload with no
     custom_objects (registration happens when the module is imported)."""
     import kerakit.augment.layer  # noqa: F401  (kerakit>AugmentLayer)
+    import kerakit.data.text  # noqa: F401  (kerakit>strip_html, a TextVectorization's standardize)
     import kerakit.models.layers  # noqa: F401  (kerakit>BackbonePreprocess)
 
 

@@ -47,10 +47,11 @@ def tiny_data(recipe: Recipe, *, batches: int, folder: Path, notes: list) -> tup
     reason = None
     if kind == "arrays":
         reason = "source arrays takes its data from Python"
-    elif kind in ("npz", "csv", "directory"):
+    elif kind in ("npz", "csv", "directory", "text"):
         path = data_path(arg, recipe.base_dir)
-        if not (path.is_dir() if kind == "directory" else path.is_file()):
-            reason = f"no such {'folder' if kind == 'directory' else 'file'} {path}"
+        folder_kind = kind in ("directory", "text")
+        if not (path.is_dir() if folder_kind else path.is_file()):
+            reason = f"no such {'folder' if folder_kind else 'file'} {path}"
         elif kind == "directory" and any(d.is_dir() for d in path.iterdir()):
             subset, count = _image_subset(path, folder / "images", need, recipe["seed"])
             recipe = recipe.replace("data", {**data, "source": f"directory:{subset}"})

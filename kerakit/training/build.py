@@ -269,6 +269,11 @@ def check_data_fits(recipe: Recipe, model, bundle) -> None:
             "a table with data.features saves the FeatureSpace's layers inside the model, and "
             "Keras cannot load those from the legacy h5 format; use keras (or savedmodel)"
         )
+    if getattr(bundle, "preprocessing", None) is not None and "h5" in recipe["output"]["formats"]:
+        raise recipe.where.at("output", "formats").error(
+            "text inputs save their TextVectorization (and its vocabulary) inside the model, "
+            "and Keras cannot load it from the legacy h5 format; use keras (or savedmodel)"
+        )
     preset = recipe["compile"]["preset"]
     if (
         bundle.num_classes

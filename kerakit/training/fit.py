@@ -16,6 +16,7 @@ from kerakit.recipe.compile import pipeline_label_mode, takes_logits
 from kerakit.recipe.fingerprint import resume_parts
 from kerakit.report import write_run_pictures
 from kerakit.report.history import HISTORY_FILE, trim_history
+from kerakit.report.kinds import example_spec, input_kind, pictures_for, task_kind
 from kerakit.saving import save_model
 from kerakit.training.backups import SafeBackupAndRestore
 from kerakit.training.build import recipe_augmentation
@@ -186,6 +187,10 @@ def finish(
     kept = model
     if bundle.feature_space is not None:  # a table's saved model takes raw columns
         kept = raw_input_model(bundle.feature_space, model)
+    elif bundle.normalizer is not None:  # a series' saved model takes raw windows
+        kept = raw_input_model(bundle.normalizer, model)
+    elif bundle.preprocessing is not None:  # text: the saved model takes raw strings
+        kept = raw_input_model(bundle.preprocessing, model)
     saved = save_model(kept, path, recipe["output"]["formats"])
     print_fn("saved: " + ", ".join(str(p) for p in saved.values()))
     for folder in (path / BACKUP_DIR, path / STAGE2_BACKUP_DIR):
@@ -198,19 +203,26 @@ def finish(
 def _pictures(
     model, bundle, path: Path, history: dict, metrics: dict, recipe: Recipe, *, print_fn=print
 ) -> None:
-    """history.png, confusion.png, errors.png and report.md in the run folder."""
+    """history.png, the test-set pictures that fit the task and the inputs (the table
+    `report.kinds.PICTURES`) and report.md in the run folder."""
     for thread in _WARM_UP:  # never import or draw alongside the warm-up thread
         thread.join()
 
-    kw: dict = {}
-    classifier = recipe["compile"]["preset"] in ("multiclass", "multiclass_onehot", "binary")
-    if classifier and bundle.test is not None and len(model.outputs) == 1:
+    x = y = None
+    if bundle.test is not None:
         x, y = to_numpy(bundle.test)
-        kw = {
-            "x": x if isinstance(x, np.ndarray) and x.ndim in (3, 4) else None,
-            "y_true": y,
-            "probs": _predict_eagerly(model, x),
-        }
+        shape, dtype = example_spec(x)
+    else:  # no test split: report.md still says which pictures would have been drawn
+        shape, dtype = {t.name: tuple(t.shape[1:]) for t in model.inputs}, None
+        if len(model.inputs) == 1:
+            shape, dtype = tuple(model.inputs[0].shape[1:]), model.inputs[0].dtype
+    out = tuple(model.outputs[0].shape[1:])
+    task = task_kind(recipe["compile"]["preset"], shape, out, outputs=len(model.outputs))
+    inputs = input_kind(shape, dtype, flattened=bool(recipe["data"].get("flatten")),
+                        encoded=bundle.feature_space is not None)  # fmt: skip
+    kw: dict = {"task": task, "inputs": inputs}
+    if x is not None and pictures_for(task, inputs):
+        kw.update(x=x, y_true=y, probs=_predict_eagerly(model, x))
     write_run_pictures(path, history=history, class_names=bundle.class_names, metrics=metrics,
                        title=recipe.name, from_logits=takes_logits(recipe["compile"]), **kw)  # fmt: skip
 
