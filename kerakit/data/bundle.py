@@ -60,6 +60,7 @@ class DataBundle:
         preprocessing: the `keras.layers.TextVectorization` of text inputs (`vectorize:`),
             adapted on the training split (the splits hold its token ids or vectors), which a
             run puts in front of the trained model so that it takes raw strings; else None.
+        raw_test: the test split before `preprocessing` (raw strings), for the pictures.
     """
 
     train: tf.data.Dataset
@@ -78,6 +79,7 @@ class DataBundle:
     notes: list = field(default_factory=list)
     normalizer: Any = None
     preprocessing: Any = None
+    raw_test: tf.data.Dataset | None = None
 
     @property
     def weighted(self) -> bool:
@@ -195,6 +197,7 @@ def load_data(
     stats = feature_stats(dss["train"].map(prepare(None))) if normalize else None
     space, notes = None, list(info.pop("notes", []))
     preprocessing = None  # text: the adapted TextVectorization
+    raw_test = None  # text: the test split's raw strings (the run's pictures show them)
     if kind == "csv" and spec.get("features") is not None:  # a FeatureSpace prepares
         if not raw_features:
             dss, space = encode(dss, spec)
@@ -204,6 +207,7 @@ def load_data(
                          f"training rows")  # fmt: skip
     elif spec.get("vectorize") is not None:  # text: a TextVectorization prepares (data/text.py)
         if not raw_features:
+            raw_test = dss["test"]
             dss, preprocessing = vectorize(dss, spec)
             size = preprocessing.vocabulary_size()
             notes.append(f"vectorize: a vocabulary of {size:,} tokens, adapted on the "
@@ -237,6 +241,7 @@ def load_data(
         feature_space=space,
         notes=notes,
         preprocessing=preprocessing,
+        raw_test=raw_test,
         **info,
     )
 

@@ -208,10 +208,12 @@ def _pictures(
     for thread in _WARM_UP:  # never import or draw alongside the warm-up thread
         thread.join()
 
-    x = y = None
+    x = y = shown = None
     if bundle.test is not None:
         x, y = to_numpy(bundle.test)
-        shape, dtype = example_spec(x)
+        # a text run shows its raw strings (the model reads them vectorized)
+        shown = to_numpy(bundle.raw_test)[0] if bundle.raw_test is not None else x
+        shape, dtype = example_spec(shown)
     else:  # no test split: report.md still says which pictures would have been drawn
         shape, dtype = {t.name: tuple(t.shape[1:]) for t in model.inputs}, None
         if len(model.inputs) == 1:
@@ -222,7 +224,7 @@ def _pictures(
                         encoded=bundle.feature_space is not None)  # fmt: skip
     kw: dict = {"task": task, "inputs": inputs}
     if x is not None and pictures_for(task, inputs):
-        kw.update(x=x, y_true=y, probs=_predict_eagerly(model, x))
+        kw.update(x=shown, y_true=y, probs=_predict_eagerly(model, x))
     write_run_pictures(path, history=history, class_names=bundle.class_names, metrics=metrics,
                        title=recipe.name, from_logits=takes_logits(recipe["compile"]), **kw)  # fmt: skip
 

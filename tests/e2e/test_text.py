@@ -374,6 +374,10 @@ def test_a_csv_text_column_trains_and_predicts_from_a_csv(tmp_path, write_recipe
     path = write_recipe(textwrap.dedent(recipe).replace("OUT", str(tmp_path / "runs")))
     run = kk.train(path, verbose=0)
     assert run.model.input_shape == (None, 30)
+    report = (run.path / "report.md").read_text()
+    if "| true | predicted |" in report:  # the errors table shows the raw texts, not token ids
+        row = report.split("|---:|---|---|---|---:|\n")[1].splitlines()[0]
+        assert re.search(r"\| [a-z]+( [a-z]+)+ \|", row), row
     (tmp_path / "new.csv").write_text("review\ngreat fun superb\nawful boring\n")
     capsys.readouterr()
     assert main(["predict", str(run.path), str(tmp_path / "new.csv")]) == 0
