@@ -16,6 +16,8 @@ from kerakit.errors import DataError, KerakitError, Where
 from kerakit.recipe import Recipe, load_recipe
 from kerakit.recipe.compile import pipeline_label_mode, takes_logits
 from kerakit.recipe.features import table_features
+
+PARQUET_EXTS = (".parquet", ".pq")  # as kerakit.data.tables reads them (that imports TensorFlow)
 from kerakit.recipe.text import evaluate_keys, text_input
 from kerakit.training.runfolder import (
     CLASSES_FILE,
@@ -190,12 +192,16 @@ def _read_inputs(files: list[str], model, recipe: Recipe | None, folder: Path | 
 
             x = last_window(p, recipe["data"])  # raw rows: the run's model normalizes them
             return x, [f"{p.name}[last window]"]
-        elif suffix == ".csv" and recipe is not None and table_features(recipe["data"]):
+        elif (
+            suffix in (".csv", *PARQUET_EXTS)
+            and recipe is not None
+            and table_features(recipe["data"])
+        ):
             from kerakit.data.features import read_rows
 
             x = read_rows(p, recipe["data"])  # raw columns: the run's model encodes them
             return x, [f"{p.name}[{i}]" for i in range(len(next(iter(x.values()))))]
-        elif suffix == ".csv":
+        elif suffix in (".csv", *PARQUET_EXTS):
             x = _read_csv_features(p, recipe)
         else:
             raise DataError(

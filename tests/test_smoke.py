@@ -52,14 +52,20 @@ def _listing(folder: Path) -> dict:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
 
 
-def _leftovers() -> set:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("kerakit-smoke-*")}
+def _private_tmp(tmp_path: Path) -> Path:
+    """A temporary folder of this test's own (tests run side by side with pytest -n 2: the
+    shared one holds the other worker's smoke folders)."""
+    folder = tmp_path.parent / f"{tmp_path.name}-tmp"
+    folder.mkdir()
+    return folder
 
 
 @pytest.mark.slow
 def test_cli_reports_one_pass_three_failures_and_leaves_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # a run folder written relative to the working folder lands here
-    recipes, temps = _listing(RECIPES), _leftovers()
+    temps = _private_tmp(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(temps))  # smoke's temporary folders go here
+    recipes = _listing(RECIPES)
     assert main(["smoke", str(RECIPES)]) == 1
     out = capsys.readouterr().out
     lines = out.splitlines()
@@ -74,7 +80,7 @@ def test_cli_reports_one_pass_three_failures_and_leaves_nothing(tmp_path, monkey
     assert lines[-1].startswith("smoke: 1 passed, 3 failed, 0 invalid (4 recipes")
     assert "note: data: a slice of digits (train 32, val 16, test 16)" in out
     assert list(tmp_path.iterdir()) == []  # nothing written outside a temporary folder
-    assert _listing(RECIPES) == recipes and _leftovers() == temps
+    assert _listing(RECIPES) == recipes and list(temps.glob("kerakit-smoke-*")) == []
 
 
 def test_an_invalid_recipe_exits_2_with_its_line(write_recipe, capsys):
@@ -195,9 +201,10 @@ def test_pytest_plugin_reports_the_same_and_every_shipped_config_passes(tmp_path
     cwd, report = tmp_path / "cwd", tmp_path / "report.xml"
     cwd.mkdir()
     before = {folder: _listing(folder) for folder in (RECIPES, CONFIGS)}
-    home_tfds, temps = (Path.home() / "tensorflow_datasets").exists(), _leftovers()
+    home_tfds, temps = (Path.home() / "tensorflow_datasets").exists(), _private_tmp(tmp_path)
     env = {
         **os.environ,
+        "TMPDIR": str(temps),
         "PYTHONPATH": os.pathsep.join([str(RECIPES), os.environ.get("PYTHONPATH", "")]),
     }
     configs = [c for c in sorted(CONFIGS.rglob("*.yaml")) if c.name not in HEAVY_CONFIGS]
@@ -215,7 +222,7 @@ def test_pytest_plugin_reports_the_same_and_every_shipped_config_passes(tmp_path
         message, seconds = cases[config.stem]
         assert message is None, message
         assert seconds < 20, (config.name, seconds)  # under 10 s here; room for a busy machine
-    assert list(cwd.iterdir()) == [] and _leftovers() == temps
+    assert list(cwd.iterdir()) == [] and list(temps.glob("kerakit-smoke-*")) == []
     assert {folder: _listing(folder) for folder in before} == before
     assert home_tfds or not (Path.home() / "tensorflow_datasets").exists()
 

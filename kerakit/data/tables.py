@@ -19,12 +19,18 @@ import numpy as np
 from kerakit.errors import DataError, did_you_mean
 
 
+PARQUET_EXTS = (".parquet", ".pq")
+
+
 def read_table(path: str | Path, fail: Callable[[str], Exception] = DataError) -> tuple[list, list]:
-    """(header, rows) of a CSV file with a header row and at least one data row.
+    """(header, rows) of a CSV file with a header row and at least one data row, or of a
+    Parquet file (`.parquet`, read by pandas and pyarrow when they are installed).
 
     Empty lines are skipped; every row must have as many cells as the header.
     `fail(message)` makes the error to raise (a `DataError` by default).
     """
+    if Path(path).suffix.lower() in PARQUET_EXTS:
+        return _read_parquet(path, fail)
     try:  # utf-8-sig: a byte-order mark is not part of the first column's name
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
@@ -40,6 +46,35 @@ def read_table(path: str | Path, fail: Callable[[str], Exception] = DataError) -
     for i, row in enumerate(rows):
         if len(row) != len(header):
             raise fail(f"{path} row {i + 2} has {len(row)} cells, not {len(header)}")
+    return header, rows
+
+
+def _read_parquet(path: str | Path, fail: Callable[[str], Exception]) -> tuple[list, list]:
+    """A Parquet table as the CSV reader gives one: its column names, then each row's cells
+    as text (a missing value is an empty cell), so both kinds of file are read alike."""
+    try:
+        import pandas as pd
+        import pyarrow  # noqa: F401  (pandas reads Parquet through it)
+    except ImportError:
+        raise fail(
+            f"{path} is a Parquet file, which needs pandas and pyarrow: "
+            'pip install "kerakit[parquet]" (or save the table as CSV)'
+        ) from None
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow and OS errors alike: not a Parquet file kerakit can read
+        why = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise fail(f"{path} is not a Parquet file kerakit can read ({type(exc).__name__}: {why})")
+    if frame.empty:
+        raise fail(f"{path} needs at least one row")
+
+    def cell(value) -> str:
+        if value is None or (not isinstance(value, str) and pd.isna(value)):
+            return ""
+        return repr(float(value)) if isinstance(value, float) else str(value)
+
+    header = [str(c) for c in frame.columns]
+    rows = [[cell(v) for v in row] for row in frame.itertuples(index=False, name=None)]
     return header, rows
 
 

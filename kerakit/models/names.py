@@ -123,19 +123,28 @@ def _at_argument(where: Where, args: Any, message: str) -> Where:
     return where
 
 
-def registered(name: str, base: type, *, functions: bool = False):
+def registered(name: str, base: type, *, functions: bool = False, where: Where = NOWHERE):
     """What `keras.saving.register_keras_serializable` registered as `name` ("package>Name",
     or the bare class name, as for layers) if it is a `base` class (or, with `functions`, a
-    function); else None."""
+    function); else None. A bare name registered under several packages is an error that
+    names them: which one is meant cannot be guessed."""
+
+    def fits(obj) -> bool:
+        return (inspect.isclass(obj) and issubclass(obj, base)) or (
+            functions and inspect.isfunction(obj)
+        )
+
     obj = keras.saving.get_registered_object(name)
     if obj is None and ">" not in name:
-        for full, candidate in keras.saving.get_custom_objects().items():
-            if full.split(">")[-1] == name:
-                obj = candidate
-                break
-    if inspect.isclass(obj) and issubclass(obj, base):
-        return obj
-    return obj if functions and inspect.isfunction(obj) else None
+        found = {full: candidate for full, candidate in keras.saving.get_custom_objects().items()
+                 if full.split(">")[-1] == name and fits(candidate)}  # fmt: skip
+        if len(set(found.values())) > 1:
+            raise where.error(
+                f"{name!r} is registered under several packages ({', '.join(sorted(found))}); "
+                "write the full name, e.g. " + repr(sorted(found)[0])
+            )
+        obj = next(iter(found.values()), None)
+    return obj if obj is not None and fits(obj) else None
 
 
 def resolve_object(kind: str, module, base: type, value: Any, where: Where, *, keep_strings: bool):
@@ -155,13 +164,15 @@ def resolve_object(kind: str, module, base: type, value: Any, where: Where, *, k
             obj = None
         if obj is not None:
             return value if keep_strings else obj
-        found = registered(value, base, functions=kind in ("loss", "metric"))
+        found = registered(value, base, functions=kind in ("loss", "metric"), where=where)
         if found is None:
             raise where.error(unknown_name(kind, value, known_names(module)))
         return instantiate(found, {}, where, kind) if inspect.isclass(found) else found
     if isinstance(value, Mapping) and len(value) == 1:
         ((name, args),) = value.items()
-        cls = find_class(module, str(name), base) or registered(str(name), base)
+        cls = find_class(module, str(name), base) or registered(
+            str(name), base, where=where.at(name)
+        )
         if cls is None:
             raise where.at(name).error(unknown_name(kind, name, known_names(module)))
         return instantiate(cls, args if args is not None else {}, where.at(name), kind)
@@ -181,7 +192,7 @@ def get_layer_class(name: str, where: Where = NOWHERE) -> type:
     cls = getattr(keras.layers, name, None)
     if inspect.isclass(cls) and issubclass(cls, keras.layers.Layer):
         return cls
-    if (cls := registered(name, keras.layers.Layer)) is not None:
+    if (cls := registered(name, keras.layers.Layer, where=where)) is not None:
         return cls
     known = _layer_names() + [k.split(">")[-1] for k in keras.saving.get_custom_objects()]
     raise where.error(
@@ -266,7 +277,9 @@ def get_schedule(value: Any, where: Where = NOWHERE) -> Any:
     if len(value) != 1:
         raise where.error(f"expected a number or one schedule {{Name: {{args}}}}, got {value!r}")
     ((name, args),) = value.items()
-    cls = find_class(keras.optimizers.schedules, str(name), base) or registered(str(name), base)
+    cls = find_class(keras.optimizers.schedules, str(name), base) or registered(
+        str(name), base, where=where.at(name)
+    )
     if cls is None:
         raise where.at(name).error(unknown_name("schedule", name, schedule_names()))
     args = dict(args or {}) if isinstance(args, Mapping) else args

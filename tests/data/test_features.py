@@ -346,3 +346,39 @@ def test_train_then_predict_and_evaluate_on_raw_rows(tmp_path, write_recipe, cap
     evaluated = json.loads((run.path / "evaluate.json").read_text())
     assert evaluated["split"] == "test" and evaluated["examples"] == 12
     assert evaluated["accuracy"] == pytest.approx(run.metrics["accuracy"], abs=1e-6)
+
+
+def test_a_category_only_outside_the_training_split_is_not_in_the_vocabulary(tmp_path):
+    from kerakit.data import load_data
+
+    path = heart_csv(tmp_path)
+    lines = path.read_text().splitlines()
+    lines[7] = ",".join(lines[7].split(",")[:5] + ["rare"] + lines[7].split(",")[6:])
+    path.write_text("\n".join(lines) + "\n")
+    spec = section(validation_split=0.0, test_split=0.3)
+    raw = load_data(spec, base_dir=tmp_path, seed=3, raw_features=True)
+    in_train = "rare" in {x["thal"].decode() for x, _ in raw.train.as_numpy_iterator()}
+    in_test = "rare" in {x["thal"].decode() for x, _ in raw.test.as_numpy_iterator()}
+    assert in_train != in_test  # the one row went to one split
+    vocab = load_data(spec, base_dir=tmp_path, seed=3).feature_space.preprocessors["thal"]
+    assert ("rare" in vocab.get_vocabulary()) == in_train
+
+
+def test_a_parquet_table_reads_as_its_csv(tmp_path):
+    import pandas as pd
+
+    from kerakit.data import load_data
+    from kerakit.data.features import read_rows
+
+    pd.read_csv(heart_csv(tmp_path)).to_parquet(tmp_path / "heart.parquet")
+    from_csv = load_data(section(), base_dir=tmp_path, seed=1)
+    from_parquet = load_data(section(source="csv:heart.parquet"), base_dir=tmp_path, seed=1)
+    assert from_parquet.input_shape == from_csv.input_shape and from_parquet.sizes == from_csv.sizes
+    for (a, ya), (b, yb) in zip(from_csv.train.take(5), from_parquet.train.take(5)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+        assert int(ya) == int(yb)
+    rows = read_rows(tmp_path / "heart.parquet", resolve_data(section()))
+    assert rows["thal"].dtype == object and len(rows["chol"]) == 60
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    with pytest.raises(DataError, match=r"bad.parquet is not a Parquet file kerakit can read"):
+        load_data(section(source="csv:bad.parquet"), base_dir=tmp_path)

@@ -27,8 +27,8 @@ _spec = importlib.util.spec_from_file_location("hardening", REPO / "benchmarks" 
 hardening = sys.modules["hardening"] = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(hardening)
 
-# 800 by default keeps the suite inside its time budget; more with KERAKIT_FUZZ_EXAMPLES
-EXAMPLES = int(os.environ.get("KERAKIT_FUZZ_EXAMPLES", "800"))
+# 500 by default keeps the suite inside its time budget; more with KERAKIT_FUZZ_EXAMPLES
+EXAMPLES = int(os.environ.get("KERAKIT_FUZZ_EXAMPLES", "500"))
 SEED = int(os.environ.get("KERAKIT_FUZZ_SEED", "0"))
 
 
@@ -55,8 +55,8 @@ def test_every_fuzzed_recipe_passes_or_says_where(outcomes):
     for kind in ("delete", "wrong_type", "out_of_range", "unknown_name", "swap", "truncate",
                  "deep", "bad_utf8", "trap", "duplicate", "tag", "alias", "empty", "set", "keras"):  # fmt: skip
         assert kinds[kind] >= 10, kinds
-    assert figures["reached the Keras build"] >= 100
-    assert figures["built with Keras"] >= 20  # of ~10% sent to the Keras build
+    assert figures["reached the Keras build"] >= EXAMPLES // 8
+    assert figures["built with Keras"] >= EXAMPLES // 40  # of ~10% sent to the Keras build
     assert figures["rejected with a located RecipeError"] >= EXAMPLES // 2
 
 

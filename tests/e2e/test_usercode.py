@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import keras
 import numpy as np
 import pytest
 
@@ -74,12 +75,12 @@ data: {source: "npz:d.npz", batch_size: 16}
 model:
   sequential:
     - Dense: {units: 8}
-    - Antirectifier
+    - mine>Antirectifier              # the full name: other tests register an Antirectifier too
     - Dense: {units: 2, activation: softmax}
 compile:
   preset: multiclass_onehot          # CustomMSE compares one-hot labels with the outputs
-  loss: {CustomMSE: {regularization_factor: 0.2}}
-  metrics: [accuracy, ProbabilityOfTruth]
+  loss: {mine>CustomMSE: {regularization_factor: 0.2}}
+  metrics: [accuracy, mine>ProbabilityOfTruth]
 train: {epochs: 2, callbacks: minimal}
 output: {dir: runs}
 """
@@ -93,7 +94,10 @@ def project(tmp_path, monkeypatch):
     (tmp_path / "antirectifier.py").write_text(ANTIRECTIFIER)
     (tmp_path / "r.yaml").write_text(RECIPE)
     monkeypatch.chdir(tmp_path)
-    return tmp_path
+    yield tmp_path
+    # what these tests' code registered goes, so that other tests' bare names stay unambiguous
+    for name in [n for n in keras.saving.get_custom_objects() if n.startswith(("mine>", "twin>"))]:
+        del keras.saving.get_custom_objects()[name]
 
 
 def _killed_after_epochs(cmd: list, project, epochs: int):
@@ -187,3 +191,17 @@ def test_code_inside_a_run_folder_from_elsewhere_is_not_run(project, tmp_path, c
     assert main(["evaluate", str(run)]) == 2
     assert "inside the run folder itself" in capsys.readouterr().err
     assert not (tmp_path / "canary").exists()
+
+
+def test_a_bare_name_registered_twice_is_refused_with_the_full_names(project, capsys):
+    (project / "twin.py").write_text(ANTIRECTIFIER.replace('package="mine"', 'package="twin"'))
+    (project / "twins.yaml").write_text(
+        RECIPE.replace("[antirectifier.py]", "[antirectifier.py, twin.py]").replace(
+            "mine>Antirectifier", "Antirectifier"
+        )
+    )
+    assert main(["check", "twins.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "twins.yaml:8:7: model.sequential[1].Antirectifier: " in err
+    assert "'Antirectifier' is registered under several packages" in err
+    assert "mine>Antirectifier" in err and "twin>Antirectifier" in err
