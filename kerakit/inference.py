@@ -16,8 +16,6 @@ from kerakit.errors import DataError, KerakitError, Where
 from kerakit.recipe import Recipe, load_recipe
 from kerakit.recipe.compile import pipeline_label_mode, takes_logits
 from kerakit.recipe.features import table_features
-
-PARQUET_EXTS = (".parquet", ".pq")  # as kerakit.data.tables reads them (that imports TensorFlow)
 from kerakit.recipe.text import evaluate_keys, text_input
 from kerakit.training.runfolder import (
     CLASSES_FILE,
@@ -28,6 +26,8 @@ from kerakit.training.runfolder import (
     RUN_FILE,
     write_run_json,
 )
+
+PARQUET_EXTS = (".parquet", ".pq")  # as kerakit.data.tables reads them (that imports TensorFlow)
 
 # --------------------------------------------------------------------------- evaluate / predict
 

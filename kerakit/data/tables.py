@@ -18,7 +18,6 @@ import numpy as np
 
 from kerakit.errors import DataError, did_you_mean
 
-
 PARQUET_EXTS = (".parquet", ".pq")
 
 
@@ -64,7 +63,9 @@ def _read_parquet(path: str | Path, fail: Callable[[str], Exception]) -> tuple[l
         frame = pd.read_parquet(path)
     except Exception as exc:  # pyarrow and OS errors alike: not a Parquet file kerakit can read
         why = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise fail(f"{path} is not a Parquet file kerakit can read ({type(exc).__name__}: {why})")
+        raise fail(
+            f"{path} is not a Parquet file kerakit can read ({type(exc).__name__}: {why})"
+        ) from None
     if frame.empty:
         raise fail(f"{path} needs at least one row")
 
