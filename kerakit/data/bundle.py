@@ -82,6 +82,15 @@ class DataBundle:
     raw_test: tf.data.Dataset | None = None
 
     @property
+    def raw_layer(self) -> Any:
+        """What prepares raw inputs inside the saved model (`feature_space`, `normalizer` or
+        `preprocessing`, adapted on the training split), or None."""
+        for layer in (self.feature_space, self.normalizer, self.preprocessing):
+            if layer is not None:
+                return layer
+        return None
+
+    @property
     def weighted(self) -> bool:
         """True when the elements are `(x, y, sample_weight)`."""
         return len(self.train.element_spec) == 3

@@ -184,13 +184,8 @@ def finish(
     write_run_json(path / METRICS_FILE, metrics)
     if recipe["augment"] and recipe["augment"].get("placement") == "model":
         model = strip_augmentation(model)  # the exported model carries no augmentation
-    kept = model
-    if bundle.feature_space is not None:  # a table's saved model takes raw columns
-        kept = raw_input_model(bundle.feature_space, model)
-    elif bundle.normalizer is not None:  # a series' saved model takes raw windows
-        kept = raw_input_model(bundle.normalizer, model)
-    elif bundle.preprocessing is not None:  # text: the saved model takes raw strings
-        kept = raw_input_model(bundle.preprocessing, model)
+    # a table's saved model takes raw columns, a series' raw windows, a text model raw strings
+    kept = model if bundle.raw_layer is None else raw_input_model(bundle.raw_layer, model)
     saved = save_model(kept, path, recipe["output"]["formats"])
     print_fn("saved: " + ", ".join(str(p) for p in saved.values()))
     for folder in (path / BACKUP_DIR, path / STAGE2_BACKUP_DIR):

@@ -117,7 +117,22 @@ class Run:
                            from_logits=takes_logits(self.recipe["compile"]))  # fmt: skip
 
     def predict(self, x, **kwargs):
-        return self.model.predict(x, verbose=0, **kwargs)
+        """The model's predictions on raw inputs, as the saved model takes them: a table's
+        column values, raw strings, raw windows, or what `model` takes."""
+        return self.raw_model.predict(x, verbose=0, **kwargs)
+
+    @property
+    def raw_model(self):
+        """The model as the run saved it: `model` behind the preprocessing adapted on the
+        training split (a FeatureSpace, a TextVectorization, a series' Normalization), if any."""
+        layer = getattr(self.data, "raw_layer", None)
+        if layer is None:
+            return self.model
+        if getattr(self, "_raw_model", None) is None:
+            from kerakit.data.features import raw_input_model
+
+            self._raw_model = raw_input_model(layer, self.model)
+        return self._raw_model
 
 
 def _say_imported(recipe: Recipe, print_fn) -> None:

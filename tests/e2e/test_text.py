@@ -374,6 +374,9 @@ def test_a_csv_text_column_trains_and_predicts_from_a_csv(tmp_path, write_recipe
     path = write_recipe(textwrap.dedent(recipe).replace("OUT", str(tmp_path / "runs")))
     run = kk.train(path, verbose=0)
     assert run.model.input_shape == (None, 30)
+    # Run.predict takes raw strings, as the saved model does (run.model reads token ids)
+    probs = run.predict(np.array(["great fun superb", "awful boring"], dtype=object))
+    assert probs.shape == (2, 1) and run.raw_model.input.dtype == "string"
     report = (run.path / "report.md").read_text()
     if "| true | predicted |" in report:  # the errors table shows the raw texts, not token ids
         row = report.split("|---:|---|---|---|---:|\n")[1].splitlines()[0]
