@@ -36,6 +36,14 @@ class Workaround:
 
 
 WORKAROUNDS: dict[str, Workaround] = {
+    "nested_training_false": Workaround(
+        "a nested model called with training=False inside a Functional model still runs in "
+        "training mode under fit: the outer training=True overrides the recorded argument, so "
+        "trainable BatchNorm layers move their statistics (keras.io's transfer-learning guide)",
+        "none found",
+        "kerakit._compat.batchnorm_inference",
+        "test_a_nested_model_called_with_training_false_still_moves_batchnorm",
+    ),
     "skipset_cache": Workaround(
         "saving_lib.get_attr_skipset reads its cache under 'saving_attr_skiplist_*' and writes "
         "'saving_attr_skipset_*': every save rebuilds throwaway objects (~7 ms)",
@@ -303,3 +311,20 @@ def max_steps_per_execution(strategy: Any = None) -> int | None:
     if strategy is None or strategy.num_replicas_in_sync <= 1:
         return None  # one replica: measured fine with 32 (MirroredStrategy on one device too)
     return 1
+
+
+def batchnorm_inference(layer) -> None:
+    """Keeps a BatchNormalization layer in inference mode whatever `training` it is given.
+
+    Its gamma/beta can still train; its moving statistics never change. Set on the
+    instance (not saved): `kerakit.models.transfer.set_stage` applies it each time.
+    """
+    if getattr(layer, "_kerakit_inference", False):
+        return
+    call = layer.call
+
+    def inference_call(inputs, training=None, mask=None):
+        return call(inputs, training=False, mask=mask)
+
+    layer.call = inference_call
+    layer._kerakit_inference = True

@@ -2,7 +2,7 @@
 
     kerakit check RECIPE [--set KEY=VALUE ...]
     kerakit train RECIPE [--set KEY=VALUE ...] [--epochs N] [--resume RUN]
-    kerakit evaluate RUN_OR_MODEL [--data SOURCE]
+    kerakit evaluate RUN_OR_MODEL [--data SOURCE] [--tta N]
     kerakit predict RUN_OR_MODEL INPUT... [--text TEXT]... [--output FILE]
     kerakit augment RECIPE --preview out.png
     kerakit smoke RECIPE_OR_FOLDER... [--steps N] [--batches N] [--set KEY=VALUE ...]
@@ -110,6 +110,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SOURCE",
         help="a data source (as in data.source); default: the run's recipe",
     )
+    e.add_argument("--tta", type=int, default=0, metavar="N",
+                   help="also the accuracy with test-time augmentation: N augmented passes "
+                   "averaged with the plain one (image classifiers)")  # fmt: skip
     _model_file_flags(e)
 
     pr = sub.add_parser("predict", help="predict with a run folder or a model file")
@@ -280,7 +283,8 @@ def _dispatch(args, argv) -> int:
     if cmd == "evaluate":
         from kerakit.inference import evaluate
 
-        metrics = evaluate(args.model, data=args.data, trusted=args.unsafe, print_fn=print)
+        metrics = evaluate(args.model, data=args.data, trusted=args.unsafe, print_fn=print,
+                           tta=args.tta)  # fmt: skip
         for k, v in metrics.items():
             print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
         return 0

@@ -54,6 +54,7 @@ def evaluate(
     data: str | Mapping | None = None,
     trusted: bool = False,
     print_fn=None,
+    tta: int = 0,
 ) -> dict:
     """Evaluate a run folder (or a model file) on test data; writes evaluate.json in a run folder.
 
@@ -65,6 +66,9 @@ def evaluate(
         data: a data source (``"npz:test.npz"``) or a `data:` section; default: the run's recipe's.
         trusted: allow code in the model file (see docs/security.md).
         print_fn: if given, called with one line naming the split measured and its size.
+        tta: test-time augmentation of an image classifier: also its accuracy on the plain
+            pass averaged with `tta` augmented ones (the recipe's `augment:` ops, or flips),
+            as `accuracy_no_tta` and `accuracy_tta`. A `Run` may stand for its folder.
 
     Returns:
         {metric: value}.
@@ -72,7 +76,11 @@ def evaluate(
     from kerakit.data import load_data
     from kerakit.recipe.data import resolve_data
 
-    model, recipe, folder = _open(run_or_model, trusted)
+    model, recipe, folder = _open(getattr(run_or_model, "path", run_or_model), trusted)
+    if tta:
+        from kerakit.training.interpret import check_tta
+
+        check_tta(model)
     if data is None and recipe is None:
         raise DataError(
             "a bare model file has no recipe to take data from: pass --data SOURCE (e.g. npz:test.npz)"
@@ -108,6 +116,11 @@ def evaluate(
             "this model was saved without its training configuration; evaluate needs a compiled .keras/.h5 model"
         )
     metrics = {k: float(v) for k, v in model.evaluate(ds, verbose=0, return_dict=True).items()}
+    if tta:
+        from kerakit.training.interpret import tta_metrics
+
+        metrics.update(tta_metrics(model, split, tta, augment=recipe["augment"] if recipe else None,
+                                   from_logits=bool(recipe and takes_logits(recipe["compile"]))))  # fmt: skip
     examples = int(bundle.sizes.get(name) or 0)
     if print_fn is not None:
         note = "" if name == "test" else " (the data has no test split)"

@@ -285,3 +285,17 @@ def test_multi_worker_reduce_still_rejects_what_fit_asks():
             if p.poll() is None:
                 p.kill()
     assert any("FIT-FAILED" in o for o in outs), FIXED.format("multi_worker_reduce") + str(outs)
+
+
+def test_a_nested_model_called_with_training_false_still_moves_batchnorm():
+    import numpy as np
+
+    inner_in = keras.Input((4,))
+    inner = keras.Model(inner_in, keras.layers.BatchNormalization()(inner_in))
+    outer_in = keras.Input((4,))
+    outer = keras.Model(outer_in, keras.layers.Dense(1)(inner(outer_in, training=False)))
+    outer.compile("sgd", "mse")
+    before = inner.layers[1].moving_mean.numpy().copy()
+    outer.train_on_batch(np.ones((2, 4), "float32"), np.ones((2, 1), "float32"))
+    moved = not np.array_equal(before, inner.layers[1].moving_mean.numpy())
+    assert moved, FIXED.format("nested_training_false")

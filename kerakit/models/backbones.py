@@ -59,13 +59,16 @@ def build_backbone(
     """
     info = backbone_info(name, where.at("backbone"))
     build = getattr(keras.applications, info.application)
-    kwargs = {"include_top": False, "input_shape": tuple(input_shape), "name": "backbone"}
+    # named after it is built: some constructors read their `name` (EfficientNetV2 looks its
+    # blocks up by it, ConvNeXt prefixes its layers with it)
+    kwargs = {"include_top": False, "input_shape": tuple(input_shape)}
     if weights == "imagenet":
         model = _imagenet_backbone(build, info, kwargs, where.at("weights"))
     else:
         model = build(weights=None, **kwargs)
         if weights not in (None, "none"):
             _load_weights_file(model, str(weights), info, where.at("weights"))
+    model.name = "backbone"
     model.trainable = False
     return model
 
@@ -79,10 +82,13 @@ def _keras_cache_dirs() -> list[str]:
 def _imagenet_backbone(build, info: Backbone, kwargs: dict, where: Where) -> keras.Model:
     url = info.imagenet_url(kwargs["input_shape"])
     fname = info.imagenet_file(kwargs["input_shape"])
-    for folder in _keras_cache_dirs():
+    for folder in _keras_cache_dirs() if fname else []:
         cached = os.path.join(folder, fname)
         if os.path.isfile(cached):  # Keras downloaded it before: no network needed
             return build(weights=cached, **kwargs)
+    if not url:  # Keras knows the file and reads its own cache; the host is Keras's
+        url = "https://storage.googleapis.com/"
+        fname = f"the no-top ImageNet weights of keras.applications.{info.application}"
 
     def fail(reason: str) -> WeightsError:
         return where.error(

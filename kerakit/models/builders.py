@@ -270,6 +270,12 @@ def _build_transfer(section: Mapping, recipe, num_classes, where: Where, name) -
     from kerakit.models.transfer import build_transfer
 
     spec = dict(section)
+    if isinstance(spec.get("head"), list):  # layers of your own, built like `sequential:`
+        spec["head"] = [
+            make_layer(*next(iter(entry.items())), where.at("head", i, next(iter(entry))))
+            for i, entry in enumerate(spec["head"])
+        ]
+        return build_transfer(spec, where=where)
     head = dict(spec.get("head") or {})
     if head.get("classes") is None:
         head["classes"] = num_classes

@@ -20,20 +20,23 @@ Stage 1 can train the head on cached backbone features (`split_for_feature_cache
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping, Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from kerakit._files import atomic_path
-from kerakit.data import without_autotune
+from kerakit._compat import batchnorm_inference
 from kerakit.errors import NOWHERE, ModelFileError, Where, did_you_mean
 from kerakit.models.backbones import build_backbone
+from kerakit.models.feature_cache import cache_features, split_for_feature_cache
 from kerakit.models.layers import BackbonePreprocess
 from kerakit.recipe.transfer import BACKBONES, Backbone, resolve_transfer
+
+__all__ = [  # the feature cache lives in its own module; these names stay importable here
+    "build_transfer", "cache_features", "format_stage_report", "set_stage",
+    "split_for_feature_cache", "stage_args", "stage_report", "transfer_model",
+]  # fmt: skip
 
 
 def _output_units(classes: int, activation: str | None, preset: str | None) -> tuple[int, str]:
@@ -75,7 +78,9 @@ def transfer_model(
         classes: number of classes (1 or 2 with no preset: one sigmoid unit, binary).
         input_shape: ``(height, width, 3)``, at least 32x32.
         weights: ``"imagenet"``, ``"none"`` or the path to a weights file.
-        head: ``{pooling: avg|max|flatten, dense: [units, ...], dropout: rate}``.
+        head: ``{pooling: avg|max|flatten, dense: [units, ...], dropout: rate}``, or a
+            list of Keras layers applied to the backbone's output in order (the last
+            one is the output; ``classes``, ``activation`` and ``preset`` then unused).
         activation: the output activation; default from ``preset`` or ``classes``.
         preset: the compile preset (``binary``, ``multiclass``, ``multilabel``,
             ``regression``); it fixes the output units and activation.
@@ -86,9 +91,26 @@ def transfer_model(
         >>> model.output_shape
         (None, 5)
     """
+    section = {"backbone": backbone, "weights": weights, "input_shape": list(input_shape)}
+    if isinstance(head, list):  # layers of your own: the last one is the output
+        spec = resolve_transfer(section, where)
+        x, inputs, _ = _trunk(spec, where)
+        for i, layer in enumerate(head):
+            if not isinstance(layer, keras.layers.Layer):
+                raise TypeError(
+                    f"head[{i}] is {layer!r}; a head list holds Keras layers "
+                    f"(a recipe's layer entries are built by kerakit.models.build_model)"
+                )
+            try:
+                x = layer(x)
+            except Exception as exc:  # Keras raises ValueError, TypeError, tf errors ...
+                first = " ".join(str(exc).split())[:300]
+                raise where.at("head", i, type(layer).__name__).error(
+                    f"{type(layer).__name__} cannot take an input of shape {tuple(x.shape)}: {first}"
+                ) from None
+        return keras.Model(inputs, x, name=f"{spec['backbone']}_transfer")
     head = dict(head or {})
     head.update(classes=classes, activation=activation or head.get("activation"))
-    section = {"backbone": backbone, "weights": weights, "input_shape": list(input_shape)}
     spec = resolve_transfer({**section, "head": head}, where)
     head = spec["head"]
     units, act = _output_units(head["classes"], head["activation"], preset)
@@ -100,10 +122,7 @@ def transfer_model(
             f"unknown activation {act!r}{did_you_mean(act, names)}"
         ) from None
 
-    base = build_backbone(spec["backbone"], spec["input_shape"], spec["weights"], where)
-    inputs = keras.Input(shape=tuple(spec["input_shape"]), name="image")
-    x = BackbonePreprocess(spec["backbone"], name="preprocess")(inputs)
-    x = base(x, training=False)  # BatchNorm in inference mode, whatever stage
+    x, inputs, base = _trunk(spec, where)
     x = POOLING_LAYERS[head["pooling"]](name="head_pool")(x)
     for i, n in enumerate(head["dense"]):
         x = keras.layers.Dense(n, activation="relu", name=f"head_dense{i}")(x)
@@ -113,9 +132,20 @@ def transfer_model(
     return keras.Model(inputs, outputs, name=f"{spec['backbone']}_transfer")
 
 
+def _trunk(spec: Mapping, where: Where):
+    base = build_backbone(spec["backbone"], spec["input_shape"], spec["weights"], where)
+    inputs = keras.Input(shape=tuple(spec["input_shape"]), name="image")
+    x = BackbonePreprocess(spec["backbone"], name="preprocess")(inputs)
+    x = base(x, training=False)  # BatchNorm in inference mode, whatever stage
+    return x, inputs, base
+
+
 def build_transfer(spec: Mapping, *, preset: str | None = None, where: Where = NOWHERE):
     """`transfer_model` from a resolved ``model.transfer`` section (``head.classes`` set)."""
     head = spec["head"]
+    if isinstance(head, list):
+        return transfer_model(spec["backbone"], 0, spec["input_shape"], spec["weights"],
+                              head=head, where=where)  # fmt: skip
     if head.get("classes") is None:
         raise where.at("head", "classes").error(
             "the number of classes is unknown; set model.transfer.head.classes"
@@ -148,55 +178,82 @@ def _parts(model: keras.Model) -> tuple[keras.Model, Backbone, list]:
     return base, BACKBONES[name], head
 
 
-def _first_unfrozen(model, unfreeze_from, unfreeze_blocks, where: Where) -> int:
-    base, info, _ = _parts(model)
+def _block_starts(base, info: Backbone) -> dict[str, int]:
     names = [layer.name for layer in base.layers]
-    if (unfreeze_from is None) == (unfreeze_blocks is None):
-        raise where.at("fine_tune").error(
-            "stage 2 needs exactly one of unfreeze_from: LAYER_NAME or unfreeze_blocks: N"
-        )
-    if unfreeze_from is not None:
-        if unfreeze_from not in names:
-            raise where.at("fine_tune", "unfreeze_from").error(
-                f"{info.name} has no layer {unfreeze_from!r}{did_you_mean(unfreeze_from, names)}"
-            )
-        return names.index(unfreeze_from)
-    starts: dict[str, int] = {}
+    if not info.block_ends:
+        starts: dict[str, int] = {}
+        for i, name in enumerate(names):
+            if m := re.match(info.block_pattern, name):
+                starts.setdefault(m.group(1), i)
+        return starts
+    ends: dict[str, int] = {}  # the pattern names each block's last layers
     for i, name in enumerate(names):
-        m = re.match(info.block_pattern, name)
-        if m:
-            starts.setdefault(m.group(1), i)
-    if not 1 <= unfreeze_blocks <= len(starts):
-        raise where.at("fine_tune", "unfreeze_blocks").error(
-            f"{info.name} has {len(starts)} blocks ({', '.join(starts)}); "
-            f"got unfreeze_blocks: {unfreeze_blocks!r}"
+        if m := re.match(info.block_pattern, name):
+            ends[m.group(1)] = i
+    order = sorted(ends, key=ends.get)
+    return {b: ends[a] + 1 for a, b in zip(order, order[1:])}  # the first block: the stem's
+
+
+def _first_unfrozen(model, unfreeze, w: Where, label: str = "") -> int:
+    """The index in the backbone's layers from which stage 2 trains; `w`: where it is asked."""
+    base, info, head = _parts(model)
+    names = [layer.name for layer in base.layers]
+    if unfreeze == "all":
+        return 0
+    ((form, arg),) = unfreeze.items()
+    label = label or form
+    if form == "from":
+        if arg not in names:
+            raise w.error(f"{info.name} has no layer {arg!r}{did_you_mean(arg, names)}")
+        return names.index(arg)
+    if form == "last":  # counted from the top of the model, the head's layers too
+        if not len(head) < arg <= len(head) + len(names):
+            raise w.error(
+                f"last: {arg} counts the head's {len(head)} layers too (as Keras's "
+                f"model.layers[-{arg}:] does); give more than {len(head)} and at most "
+                f"{len(head) + len(names)}"
+            )
+        return len(names) - (arg - len(head))
+    starts = _block_starts(base, info)
+    if not 1 <= arg <= len(starts):
+        raise w.error(
+            f"{info.name} has {len(starts)} blocks ({', '.join(starts)}); got {label}: {arg!r}"
         )
-    return list(starts.values())[-unfreeze_blocks]
+    return list(starts.values())[-arg]
+
+
+def stage_args(fine_tune: Mapping | None) -> dict:
+    """`set_stage`'s stage-2 keyword arguments from a resolved ``fine_tune`` section."""
+    if not fine_tune:
+        return {}
+    out = {k: fine_tune.get(k) for k in ("unfreeze", "unfreeze_from", "unfreeze_blocks")}
+    return {**out, "batchnorm": fine_tune.get("batchnorm") or "frozen"}
 
 
 def set_stage(
     model: keras.Model,
     stage: int,
     *,
+    unfreeze: str | Mapping | None = None,
     unfreeze_from: str | None = None,
     unfreeze_blocks: int | None = None,
+    batchnorm: str = "frozen",
     where: Where = NOWHERE,
 ) -> keras.Model:
-    """Freezes the backbone (stage 1) or unfreezes its top (stage 2); compile again after.
+    """Freezes the backbone (stage 1) or unfreezes part of it (stage 2); compile again after.
 
-    In stage 2 the layers from ``unfreeze_from`` (a layer name of the backbone)
-    or of the top ``unfreeze_blocks`` blocks on become trainable, except
-    BatchNorm layers, which stay frozen (and in inference mode). The head is
+    In stage 2 the layers named by ``unfreeze`` become trainable: ``"all"``
+    (Keras's ``base_model.trainable = True``), ``{"last": N}`` (the last N layers
+    of the model, the head's counted, as ``model.layers[-N:]``), ``{"from": NAME}``
+    (a backbone layer and all after it) or ``{"blocks": N}`` (the top N blocks).
+    ``unfreeze_from`` / ``unfreeze_blocks`` are the older spellings of the last two.
+    BatchNorm layers stay frozen with ``batchnorm="frozen"``; with ``"trainable"``
+    their gamma/beta train. Either way the backbone runs in inference mode
+    (``training=False``), so their moving statistics never change. The head is
     trainable in both stages.
 
-    Args:
-        model: a model from `transfer_model`.
-        stage: 1 or 2.
-        unfreeze_from / unfreeze_blocks: stage 2 only; exactly one.
-        where: where ``model.transfer`` sits in the recipe.
-
     Example:
-        >>> set_stage(model, 2, unfreeze_from="block5_conv1")
+        >>> set_stage(model, 2, unfreeze={"last": 20}, batchnorm="frozen")
     """
     base, _, head = _parts(model)
     for layer in head:
@@ -206,10 +263,33 @@ def set_stage(
         return model
     if stage != 2:
         raise ValueError(f"stage must be 1 or 2, got {stage!r}")
-    start = _first_unfrozen(model, unfreeze_from, unfreeze_blocks, where)
+    given = {k: v for k, v in [("unfreeze", unfreeze), ("unfreeze_from", unfreeze_from),
+                               ("unfreeze_blocks", unfreeze_blocks)] if v is not None}  # fmt: skip
+    if len(given) != 1:
+        raise where.at("fine_tune").error(
+            "stage 2 needs exactly one of unfreeze: all | {last: N} | {from: LAYER_NAME} | "
+            "{blocks: N} (or unfreeze_from: LAYER_NAME / unfreeze_blocks: N)"
+        )
+    if batchnorm not in ("frozen", "trainable"):
+        raise where.at("fine_tune", "batchnorm").error(
+            f"batchnorm is frozen or trainable, got {batchnorm!r}"
+        )
+    ((key, value),) = given.items()
+    if key != "unfreeze":  # the older spellings
+        form = "from" if key == "unfreeze_from" else "blocks"
+        start = _first_unfrozen(model, {form: value}, where.at("fine_tune", key), key)
+    elif value == "all":
+        start = 0
+    else:
+        w = where.at("fine_tune", "unfreeze", *value)
+        start = _first_unfrozen(model, value, w)
+    bn_trains = batchnorm == "trainable"
     base.trainable = True
     for i, layer in enumerate(base.layers):
-        layer.trainable = i >= start and not isinstance(layer, keras.layers.BatchNormalization)
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = i >= start and (bn_trains or not is_bn)
+        if is_bn and layer.trainable:  # training=False alone does not hold under fit
+            batchnorm_inference(layer)
     return model
 
 
@@ -224,7 +304,9 @@ def stage_report(model: keras.Model, fine_tune: Mapping | None = None) -> list[d
 
     Returns:
         ``[{"stage": 1, "trainable_layers": [...], "trainable_params": N,
-        "frozen_params": M}, ...]``; backbone layers are named ``backbone/NAME``.
+        "frozen_params": M, "backbone_trainable_params", "backbone_frozen_params",
+        "batchnorm_trainable", "batchnorm_layers"}, ...]``; backbone layers are
+        named ``backbone/NAME``; the BatchNorm counts are the backbone's layers.
     """
     base, _, head = _parts(model)
     saved = [(layer, layer.trainable) for layer in [base, *base.layers, *head]]
@@ -232,32 +314,31 @@ def stage_report(model: keras.Model, fine_tune: Mapping | None = None) -> list[d
     report = []
     try:
         for stage in stages:
-            extra = (
-                {}
-                if stage == 1
-                else {
-                    "unfreeze_from": fine_tune.get("unfreeze_from"),
-                    "unfreeze_blocks": fine_tune.get("unfreeze_blocks"),
-                }
-            )
-            set_stage(model, stage, **extra)
+            set_stage(model, stage, **(stage_args(fine_tune) if stage == 2 else {}))
             layers = [layer.name for layer in base.layers if layer.trainable_weights]
             layers = [f"backbone/{n}" for n in layers]
             layers += [layer.name for layer in head if layer.trainable_weights]
-            trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
-            total = sum(int(np.prod(v.shape)) for v in model.weights)
+            bn = [la for la in base.layers if isinstance(la, keras.layers.BatchNormalization)]
             report.append(
                 {
                     "stage": stage,
                     "trainable_layers": layers,
-                    "trainable_params": trainable,
-                    "frozen_params": total - trainable,
+                    "trainable_params": _count(model.trainable_weights),
+                    "frozen_params": _count(model.weights) - _count(model.trainable_weights),
+                    "backbone_trainable_params": _count(base.trainable_weights),
+                    "backbone_frozen_params": _count(base.non_trainable_weights),
+                    "batchnorm_trainable": sum(bool(la.trainable_weights) for la in bn),
+                    "batchnorm_layers": len(bn),
                 }
             )
     finally:
         for layer, flag in saved:  # the backbone first: its setter cascades to its layers
             layer.trainable = flag
     return report
+
+
+def _count(weights) -> int:
+    return sum(int(np.prod(v.shape)) for v in weights)
 
 
 def format_stage_report(report: list[dict]) -> str:
@@ -270,84 +351,16 @@ def format_stage_report(report: list[dict]) -> str:
             if len(names) <= 8
             else (", ".join(names[:3]) + f", ... ({len(names) - 6} more), " + ", ".join(names[-3:]))
         )
+        detail = ""
+        if "backbone_trainable_params" in row:
+            detail = (
+                f" (backbone: {row['backbone_trainable_params']:,} trainable, "
+                f"{row['backbone_frozen_params']:,} frozen; BatchNorm: "
+                f"{row['batchnorm_trainable']} of {row['batchnorm_layers']} trainable, "
+                f"all in inference mode)"
+            )
         lines.append(
             f"stage {row['stage']}: {row['trainable_params']:,} trainable params, "
-            f"{row['frozen_params']:,} frozen; trainable layers: {shown}"
+            f"{row['frozen_params']:,} frozen{detail}; trainable layers: {shown}"
         )
     return "\n".join(lines)
-
-
-# ---- feature caching (stage 1) ------------------------------------------------------
-
-
-def split_for_feature_cache(model: keras.Model) -> tuple[keras.Model, keras.Model]:
-    """(raw images → backbone features, features → outputs), sharing the model's layers.
-
-    Training the second model trains the head of ``model`` itself (the same
-    layer objects), so after stage 1 on cached features ``model`` predicts
-    with the trained head and is saved whole, taking raw images.
-    """
-    base, _, head = _parts(model)
-    inputs = keras.Input(shape=model.input_shape[1:], name="image")
-    feats = base(model.get_layer("preprocess")(inputs), training=False)
-    feature_model = keras.Model(inputs, feats, name="features")
-    x = head_in = keras.Input(shape=feats.shape[1:], dtype=feats.dtype, name="features")
-    for layer in head:
-        x = layer(x)
-    return feature_model, keras.Model(head_in, x, name="head")
-
-
-def cache_features(
-    feature_model: keras.Model,
-    ds: tf.data.Dataset,
-    *,
-    directory: str | None = None,
-    batch_size: int | None = None,
-    shuffle: bool = False,
-    seed: int | None = None,
-) -> tf.data.Dataset:
-    """Runs the backbone once over ``ds`` and returns a dataset of (features, labels, ...).
-
-    The features are computed now, once, and kept in memory, or written under
-    ``directory`` (a later call with the same folder, e.g. after a resume,
-    reads them back instead of computing them again).
-
-    Args:
-        feature_model: the first model of `split_for_feature_cache`.
-        ds: batches of ``(images, labels)`` or ``(images, labels, sample_weights)``.
-        directory: a folder for the cache on disk; None keeps it in memory.
-        batch_size: the batch size of the result; default: that of ``ds``'s first batch.
-        shuffle: reshuffle the cached examples every epoch (for training).
-        seed: the shuffle seed.
-
-    Example:
-        >>> features, head = split_for_feature_cache(model)
-        >>> head.compile("adam", "sparse_categorical_crossentropy")
-        >>> head.fit(cache_features(features, train, shuffle=True), epochs=5)
-    """
-    if directory and os.path.isdir(directory):
-        cached = tf.data.Dataset.load(directory)
-    else:
-        infer = tf.function(lambda x: feature_model(x, training=False), reduce_retracing=True)
-        parts: list[list[np.ndarray]] = []
-        for batch in ds:
-            batch = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
-            row = [infer(batch[0]).numpy(), *(np.asarray(t) for t in batch[1:])]
-            parts = parts or [[] for _ in row]
-            for store, value in zip(parts, row):
-                store.append(value)
-        if not parts:
-            raise ValueError("cache_features: the dataset is empty")
-        batch_size = batch_size or len(parts[0][0])
-        cached = tf.data.Dataset.from_tensor_slices(tuple(np.concatenate(p) for p in parts))
-        if directory:  # written aside, then renamed: a killed run never leaves half a cache
-            with atomic_path(directory) as tmp:
-                cached.save(str(tmp))
-    if batch_size is None:
-        first = next(iter(ds))
-        batch_size = int((first[0] if isinstance(first, (tuple, list)) else first).shape[0])
-    if shuffle:
-        n = int(cached.cardinality())
-        cached = cached.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
-    # features in memory or a small saved copy: nothing for tf.data's autotuner to tune
-    return without_autotune(cached.batch(batch_size).prefetch(tf.data.AUTOTUNE))

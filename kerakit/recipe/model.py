@@ -68,7 +68,10 @@ def resolve_model(section: Any, where: Where, *, image_size=None, within: tuple 
         )
     else:
         out["transfer"] = resolve_transfer(
-            section["transfer"], where.at("transfer"), image_size=image_size
+            section["transfer"],
+            where.at("transfer"),
+            image_size=image_size,
+            layers=resolve_sequential,
         )
     return out
 

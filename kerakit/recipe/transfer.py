@@ -15,12 +15,11 @@ that `kerakit.transfer` resolves through Keras itself. Adding a backbone is one
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kerakit.errors import NOWHERE, Where, did_you_mean
-from kerakit.recipe.registry import Registry
+from kerakit.recipe.backbones import BACKBONES, Backbone, list_backbones, register_backbone
 from kerakit.recipe.schema import (
     check_choice,
     check_keys,
@@ -32,101 +31,11 @@ from kerakit.recipe.schema import (
     type_name,
 )
 
+__all__ = [  # the backbone table lives in kerakit.recipe.backbones; importable here too
+    "BACKBONES", "Backbone", "decide_feature_cache", "list_backbones", "register_backbone",
+    "resolve_transfer",
+]  # fmt: skip
 
-@dataclass(frozen=True)
-class Backbone:
-    """One backbone of `keras.applications`, described by Keras names only.
-
-    Args:
-        name: the recipe name, e.g. ``"vgg16"``.
-        description: one line for ``kerakit list backbones``.
-        application: the constructor's name in ``keras.applications`` (``"VGG16"``).
-        module: the ``keras.applications`` submodule whose ``preprocess_input``
-            belongs to this backbone (``"vgg16"``).
-        block_pattern: a regular expression whose first group names the block a
-            layer belongs to (``unfreeze_blocks: N`` unfreezes the top N blocks).
-        weights_url: where Keras downloads the ImageNet weights without top
-            (the file name is what Keras caches in ``~/.keras/models``);
-            ``{size}`` stands for the input size.
-        weights_sizes: input sizes that have their own weights file (others use 224).
-        min_size: the smallest height/width the backbone accepts.
-    """
-
-    name: str
-    description: str
-    application: str
-    module: str
-    block_pattern: str
-    weights_url: str
-    weights_sizes: tuple = ()
-    min_size: int = 32
-
-    def imagenet_url(self, input_shape=(224, 224, 3)) -> str:
-        size = input_shape[0] if input_shape and input_shape[0] in self.weights_sizes else 224
-        return self.weights_url.format(size=size)
-
-    def imagenet_file(self, input_shape=(224, 224, 3)) -> str:
-        return self.imagenet_url(input_shape).rsplit("/", 1)[-1]
-
-
-BACKBONES = Registry("backbones", "transfer-learning backbones: `model.transfer.backbone`")
-
-
-def register_backbone(backbone: Backbone) -> Backbone:
-    """Adds a backbone to the registry; registering a name twice is an error."""
-    return BACKBONES.register(backbone.name, backbone)
-
-
-def list_backbones() -> dict[str, str]:
-    """Backbone name -> one-line description, for ``kerakit list backbones``."""
-    return BACKBONES.describe()
-
-
-register_backbone(
-    Backbone(
-        name="vgg16",
-        description="VGG16 (138M params with top; 14.7M without): simple, strong features, slow",
-        application="VGG16",
-        module="vgg16",
-        block_pattern=r"^(block\d+)_",
-        weights_url="https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
-        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    )
-)
-register_backbone(
-    Backbone(
-        name="resnet50",
-        description="ResNet50 (23.6M params without top): residual blocks with BatchNorm",
-        application="ResNet50",
-        module="resnet50",
-        block_pattern=r"^(conv\d+_block\d+)_",
-        weights_url="https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
-        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    )
-)
-register_backbone(
-    Backbone(
-        name="mobilenetv2",
-        description="MobileNetV2 (2.3M params without top): small and fast, for CPUs and phones",
-        application="MobileNetV2",
-        module="mobilenet_v2",
-        block_pattern=r"^(block_\d+|expanded_conv)_",
-        weights_url="https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
-        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size}_no_top.h5",
-        weights_sizes=(96, 128, 160, 192, 224),
-    )
-)
-register_backbone(
-    Backbone(
-        name="efficientnetb0",
-        description="EfficientNetB0 (4.0M params without top): accurate for its size; "
-        "rescales inside the model",
-        application="EfficientNetB0",
-        module="efficientnet",
-        block_pattern=r"^(block\d+[a-z])_",
-        weights_url="https://storage.googleapis.com/keras-applications/efficientnetb0_notop.h5",
-    )
-)
 
 POOLINGS = ("avg", "max", "flatten")
 CACHE_CHOICES = ("auto", True, False)
@@ -134,7 +43,9 @@ WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".hdf5")
 DEFAULT_INPUT_SHAPE = [224, 224, 3]
 
 
-def resolve_transfer(section: Any, where: Where = NOWHERE, *, image_size=None) -> dict:
+def resolve_transfer(
+    section: Any, where: Where = NOWHERE, *, image_size=None, layers: Callable | None = None
+) -> dict:
     """Validates ``model.transfer`` and returns it with every default filled in.
 
     The result is plain YAML-dumpable values, and resolving it again gives the
@@ -144,7 +55,10 @@ def resolve_transfer(section: Any, where: Where = NOWHERE, *, image_size=None) -
         section: the value of ``model.transfer``.
         where: where the section sits in the recipe (for error messages).
         image_size: ``data.image_size`` ([height, width]); the default input
-            shape is ``image_size + [3]``, else ``[224, 224, 3]``.
+            shape is ``image_size + [3]``, else ``[224, 224, 3]`` (a backbone added
+            after kerakit 0.1: its own ImageNet size).
+        layers: validates a head written as a list of layers (``resolve_sequential``
+            of `kerakit.recipe.model`, passed in: this module cannot import it).
 
     Returns:
         ``{backbone, weights, input_shape, head: {pooling, dense, dropout,
@@ -174,7 +88,8 @@ def resolve_transfer(section: Any, where: Where = NOWHERE, *, image_size=None) -
     elif image_size is not None:
         shape = [*list(image_size)[:2], 3]
     else:
-        shape = list(DEFAULT_INPUT_SHAPE)
+        size = backbone.default_size
+        shape = list(DEFAULT_INPUT_SHAPE) if size == 224 else [size, size, 3]
     _check_input_shape(shape, backbone, where.at("input_shape"))
 
     cache = section.get("cache_features", "auto")
@@ -187,7 +102,7 @@ def resolve_transfer(section: Any, where: Where = NOWHERE, *, image_size=None) -
         "backbone": backbone.name,
         "weights": weights,
         "input_shape": shape,
-        "head": _resolve_head(section.get("head", {}), where.at("head")),
+        "head": _resolve_head(section.get("head", {}), where.at("head"), layers),
         "fine_tune": _resolve_fine_tune(section.get("fine_tune"), where.at("fine_tune")),
         "cache_features": cache,
     }
@@ -258,8 +173,21 @@ def _check_input_shape(shape: list, backbone: Backbone, where: Where) -> None:
             )
 
 
-def _resolve_head(value: Any, where: Where) -> dict:
-    value = check_mapping(value if value is not None else {}, where)
+def _resolve_head(value: Any, where: Where, layers: Callable | None = None) -> dict | list:
+    if isinstance(value, list):  # layers of your own, written like `sequential:`
+        if layers is not None:
+            return layers(value, where)
+        if not value or not all(isinstance(e, (str, Mapping)) for e in value):
+            raise where.error(
+                f"expected a list of layers such as [GlobalAveragePooling2D, {{Dense: 10}}], "
+                f"got {show(value)}"
+            )
+        return [e if isinstance(e, str) else dict(e) for e in value]
+    value = check_mapping(
+        value if value is not None else {},
+        where,
+        "a mapping such as {pooling: avg, dense: [256]}, or a list of layers",
+    )
     check_keys(
         value,
         ["pooling", "dense", "dropout", "classes", "activation"],
@@ -294,21 +222,29 @@ def _resolve_head(value: Any, where: Where) -> dict:
     }
 
 
+UNFREEZE_FORMS = "all, {last: N}, {from: LAYER_NAME} or {blocks: N}"
+BATCHNORM_CHOICES = ("frozen", "trainable")
+
+
 def _resolve_fine_tune(value: Any, where: Where) -> dict | None:
     if value is None or value is False:
         return None
-    value = check_mapping(value, where, "a mapping such as {unfreeze_from: block5_conv1}")
+    value = check_mapping(value, where, "a mapping such as {unfreeze: {blocks: 1}}")
     check_keys(
         value,
-        ["unfreeze_from", "unfreeze_blocks", "learning_rate", "epochs"],
+        ["unfreeze", "batchnorm", "unfreeze_from", "unfreeze_blocks", "learning_rate", "epochs"],
         where,
         section="model.transfer.fine_tune",
     )
     frm, blocks = value.get("unfreeze_from"), value.get("unfreeze_blocks")
-    if (frm is None) == (blocks is None):
+    given = [
+        k for k in ("unfreeze", "unfreeze_from", "unfreeze_blocks") if value.get(k) is not None
+    ]
+    if len(given) != 1:
         raise where.error(
-            "say which layers stage 2 unfreezes: exactly one of unfreeze_from: LAYER_NAME "
-            "or unfreeze_blocks: N"
+            f"say which layers stage 2 unfreezes: exactly one of unfreeze: {UNFREEZE_FORMS} "
+            f"(or the older unfreeze_from: LAYER_NAME / unfreeze_blocks: N); got "
+            f"{' and '.join(given) if given else 'none'}"
         )
     if frm is not None:
         check_str(frm, where.at("unfreeze_from"), "a layer name of the backbone")
@@ -321,9 +257,33 @@ def _resolve_fine_tune(value: Any, where: Where) -> dict | None:
         exclusive_minimum=True,
     )
     epochs = check_number(value.get("epochs", 5), where.at("epochs"), integer=True, minimum=1)
-    return {
-        "unfreeze_from": frm,
-        "unfreeze_blocks": blocks,
-        "learning_rate": float(lr),
-        "epochs": epochs,
-    }
+    out: dict = {}
+    if "unfreeze" in given:  # the newer form: recorded as written, with its batchnorm choice
+        out["unfreeze"] = _resolve_unfreeze(value["unfreeze"], where.at("unfreeze"))
+    else:  # kerakit 0.1's keys: resolved exactly as before (run folders resume)
+        out.update(unfreeze_from=frm, unfreeze_blocks=blocks)
+    if "batchnorm" in value or "unfreeze" in given:
+        out["batchnorm"] = check_choice(
+            value.get("batchnorm", "frozen"), BATCHNORM_CHOICES, where.at("batchnorm"), "batchnorm"
+        )
+    out.update(learning_rate=float(lr), epochs=epochs)
+    return out
+
+
+def _resolve_unfreeze(value: Any, where: Where) -> str | dict:
+    if value == "all":
+        return "all"
+    if not isinstance(value, Mapping) or len(value) != 1:
+        hint = did_you_mean(value, ["all"]) if isinstance(value, str) else ""
+        raise where.error(f"expected {UNFREEZE_FORMS}, got {show(value)}{hint}")
+    ((key, arg),) = value.items()
+    if key == "from":
+        return {"from": check_str(arg, where.at("from"), "a layer name of the backbone")}
+    if key in ("last", "blocks"):
+        what = "layers, counted from the top of the model" if key == "last" else "blocks"
+        n = check_number(arg, where.at(key), integer=True, minimum=1, what=what)
+        return {key: n}
+    raise where.at(key).error(
+        f"unknown unfreeze form {show(key)}{did_you_mean(str(key), ['last', 'from', 'blocks'])}; "
+        f"expected {UNFREEZE_FORMS}"
+    )

@@ -53,6 +53,18 @@ PICTURES: dict[tuple[str, str], tuple[str, ...]] = {
 }
 # Every picture a run folder may hold besides history.png, in the order report.md shows them.
 TEST_PICTURES = ("confusion.png", "errors.png", "predictions.png", "forecast.png", "samples.png")
+# A classifier's interpretation (fastai's top losses, most confused, Grad-CAM), per input
+# kind; drawn beside the pictures above when asked for (`write_run_pictures(interpret=True)`,
+# as every `kerakit train` does). The top losses follow the errors: a picture where the
+# errors are one, a table in report.md where they are a table; Grad-CAM needs images.
+INTERPRETATION: dict[str, tuple[str, ...]] = {
+    "image": ("top_losses.png", "gradcam.png", "most confused table"),
+    "series": ("top_losses.png", "most confused table"),
+    "table": ("top losses table", "most confused table"),
+    "text": ("top losses table", "most confused table"),
+    "*": ("most confused table",),
+}
+INTERPRET_PICTURES = ("top_losses.png", "gradcam.png")
 
 # A rank-1 example this long (floats) is a series (a series classifier's rows), else a table row.
 SERIES_LENGTH = 64
@@ -61,6 +73,13 @@ SERIES_LENGTH = 64
 def pictures_for(task: str, inputs: str) -> tuple[str, ...]:
     """The test-set pictures (and "errors table") of a run of `task` on `inputs`."""
     return PICTURES.get((task, inputs), PICTURES.get((task, "*"), ()))
+
+
+def interpretation_for(task: str, inputs: str) -> tuple[str, ...]:
+    """The interpretation pictures and tables of a run of `task` on `inputs` (a classifier's)."""
+    if task != "classification":
+        return ()
+    return INTERPRETATION.get(inputs, INTERPRETATION["*"])
 
 
 def task_kind(preset: str | None, input_shape: Any, output_shape: Any, *, outputs: int = 1) -> str:
@@ -151,6 +170,12 @@ def why_not(picture: str, task: str, inputs: str) -> str:
         return f"predicted vs true is drawn for a regression; {run}"
     if picture == "forecast.png":
         return f"forecasts are drawn for a regression on series (a forecaster); {run}"
+    if picture == "top_losses.png":
+        if task == "classification" and "top losses table" in interpretation_for(task, inputs):
+            return f"{run}: the samples with the highest loss are the table above"
+        return f"only a classifier's samples with the highest loss are drawn; {run}"
+    if picture == "gradcam.png":
+        return f"Grad-CAM heat maps are drawn over a classifier's images; {run}"
     if picture == "samples.png":
         return f"input / target / output are drawn when the output has the input's shape; {run}"
     return run

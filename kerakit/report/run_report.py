@@ -11,10 +11,18 @@ from typing import Any
 import numpy as np
 
 from kerakit._files import write_text
+from kerakit.report.interpret import (
+    format_most_confused_table,
+    most_confused,
+    top_losses,
+    true_class_probability,
+)
 from kerakit.report.kinds import (
+    INTERPRET_PICTURES,
     TEST_PICTURES,
     example_spec,
     input_kind,
+    interpretation_for,
     pictures_for,
     task_kind,
     why_not,
@@ -30,7 +38,7 @@ from kerakit.report.metrics import (
 
 # The pictures a run folder may hold, in the order report.md shows them (which ones a run
 # gets: `kinds.PICTURES`, by task and input kind).
-RUN_IMAGES = ("history.png", *TEST_PICTURES)
+RUN_IMAGES = ("history.png", *TEST_PICTURES, *INTERPRET_PICTURES)
 
 
 def format_report_table(report: Mapping) -> str:
@@ -97,6 +105,8 @@ def write_run_report(
         "predictions.png": "Predicted vs true, and the residuals (test set)",
         "forecast.png": "Forecasts vs the truth (test windows)",
         "samples.png": "Input, target and output (test set)",
+        "top_losses.png": "Top losses: the test samples with the highest loss",
+        "gradcam.png": "Grad-CAM of the top losses: where the model looked",
     }
     out = [f"# {title}", ""]
     out += ["## Test metrics", "", "| metric | value |", "|---|---:|"]
@@ -132,6 +142,9 @@ def write_run_pictures(
     from_logits: bool | None = None,
     task: str | None = None,
     inputs: str | None = None,
+    interpret: bool = False,
+    gradcam: tuple[Any, Any] | str | None = None,
+    k_top: int = 9,
 ) -> dict[str, Path]:
     """Save a run's pictures as PNG and write its `report.md`, in one call.
 
@@ -159,6 +172,13 @@ def write_run_pictures(
             `"other"` (`kinds.task_kind`); None: a classifier, unless `probs` has the
             shape of `x`.
         inputs: the input kind (`kinds.input_kind`); None: decided from `x`.
+        interpret: also a classifier's interpretation (`kinds.INTERPRETATION`): the `k_top`
+            samples with the highest loss (`top_losses.png`, or a table for text and table
+            rows), the most-confused pairs table and, given `gradcam`, `gradcam.png`.
+        gradcam: `(indices, heat maps)`: Grad-CAM heat maps of the test images at those
+            indices (`kerakit.training.interpret.gradcam` of the top losses), or the
+            reason there are none (a model with no convolution).
+        k_top: how many top losses to show.
 
     Returns:
         `{file name: path}` of everything written.
@@ -167,6 +187,7 @@ def write_run_pictures(
         >>> write_run_pictures("runs/x", history="runs/x/history.csv")  # doctest: +SKIP
     """
     from kerakit.report import plots, samples  # matplotlib only when pictures are asked for
+    from kerakit.report.interpret import plot_top_losses
 
     run_dir = Path(run_dir)
     tested = y_true is not None and probs is not None
@@ -186,10 +207,17 @@ def write_run_pictures(
         "samples.png": lambda: samples.show_samples(x, y_true, probs),
     }
     wanted = pictures_for(task, inputs)
+    if interpret:
+        wanted += interpretation_for(task, inputs)
+        draw["top_losses.png"] = lambda: plot_top_losses(x, y_true, probs, class_names, k=k_top)
+        draw["gradcam.png"] = lambda: _gradcam_figure(x, y_true, probs, gradcam, class_names)
     figures = {"history.png": lambda: plots.plot_history(history)} if history is not None else {}
     not_drawn: dict[str, str] = {}
-    for name in TEST_PICTURES:
-        if known and name not in wanted:
+    extra = INTERPRET_PICTURES if interpret and task == "classification" else ()
+    for name in (*TEST_PICTURES, *extra):
+        if name == "gradcam.png" and name in wanted and tested and not isinstance(gradcam, tuple):
+            not_drawn[name] = gradcam or "no heat maps were given (Grad-CAM needs the model)"
+        elif known and name not in wanted:
             not_drawn[name] = why_not(name, task, inputs)
         elif not tested:
             not_drawn[name] = "no test split (no test labels and predictions to draw it from)"
@@ -206,6 +234,13 @@ def write_run_pictures(
         if "errors table" in wanted and x is not None:
             table = format_errors_table(x, y_true, probs, class_names, n=n_errors)
             sections.append(("Most confidently wrong test samples", table))
+        if "top losses table" in wanted and x is not None:
+            table = format_top_losses_table(x, y_true, probs, class_names, k=k_top)
+            sections.append(("Top losses: the test samples with the highest loss", table))
+        if "most confused table" in wanted:
+            pairs = most_confused(y_true, probs, class_names, from_logits=False)
+            sections.append(("Most confused classes (true, predicted, count)",
+                             format_most_confused_table(pairs)))  # fmt: skip
     if tested and task in ("regression", "same_shape"):
         what = "every output value" if task == "same_shape" else "the targets"
         table = format_regression_table(regression_report(y_true, probs))
@@ -247,6 +282,44 @@ def format_errors_table(
         text = _md(_shorten(_describe(x, int(i)), width)).replace("<", "&lt;")
         lines.append(f"| {i} | {text} | {name(true[i])} | {name(pred[i])} | {conf[i]:.3f} |")
     return "\n".join(lines) + "\n"
+
+
+def format_top_losses_table(
+    x: Any, y_true: Any, probs: Any, class_names: Sequence[str] | None = None, k: int = 9,
+    width: int = 80,
+) -> str:  # fmt: skip
+    """The `k` samples with the highest loss as a Markdown table: the input (a text, or a
+    row's values, shortened to `width` characters), the true and predicted classes, the
+    loss and the probability of the true class. `probs` are probabilities."""
+    true, pred, p_true = true_class_probability(y_true, probs, from_logits=False)
+    idx, losses = top_losses(y_true, probs, k, from_logits=False)
+    names = [str(c) for c in class_names] if class_names is not None else []
+
+    def name(c: int) -> str:
+        return _md(names[c] if c < len(names) else str(c))
+
+    lines = ["| sample | input | true | predicted | loss | p(true) |",
+             "|---:|---|---|---|---:|---:|"]  # fmt: skip
+    for i, loss in zip(idx, losses):
+        text = _md(_shorten(_describe(x, int(i)), width)).replace("<", "&lt;")
+        lines.append(f"| {i} | {text} | {name(true[i])} | {name(pred[i])} | {loss:.3f} | "
+                     f"{p_true[i]:.3f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _gradcam_figure(x: Any, y_true: Any, probs: Any, gradcam: tuple, class_names):
+    from kerakit.report.interpret import plot_gradcam
+
+    idx, heat = gradcam
+    idx = np.asarray(idx, dtype=np.int64)
+    true, pred, p_true = true_class_probability(y_true, probs, from_logits=False)
+    names = [str(c) for c in class_names] if class_names is not None else []
+
+    def name(c: int) -> str:
+        return names[c] if c < len(names) else str(c)
+
+    titles = [f"{name(pred[i])} / {name(true[i])} ({p_true[i]:.2f})" for i in idx]
+    return plot_gradcam(np.asarray(x)[idx], heat, titles)
 
 
 def _describe(x: Any, i: int) -> str:

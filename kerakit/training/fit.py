@@ -23,6 +23,7 @@ from kerakit.training.build import recipe_augmentation
 from kerakit.training.callbacks import ClampedProgbar, make_callbacks
 from kerakit.training.distribute import global_batch_size, shard_options
 from kerakit.training.guards import DivergenceWatch, KeepCompileConfig, StopOnSignal
+from kerakit.training.interpret import top_loss_gradcam
 from kerakit.training.runfolder import (
     BACKUP_DIR,
     METRICS_FILE,
@@ -220,8 +221,12 @@ def _pictures(
     kw: dict = {"task": task, "inputs": inputs}
     if x is not None and pictures_for(task, inputs):
         kw.update(x=shown, y_true=y, probs=_predict_eagerly(model, x))
+        if task == "classification" and inputs == "image":  # Grad-CAM of the top losses
+            kw["gradcam"] = top_loss_gradcam(model, x, y, kw["probs"],
+                                             from_logits=takes_logits(recipe["compile"]))  # fmt: skip
     write_run_pictures(path, history=history, class_names=bundle.class_names, metrics=metrics,
-                       title=recipe.name, from_logits=takes_logits(recipe["compile"]), **kw)  # fmt: skip
+                       title=recipe.name, from_logits=takes_logits(recipe["compile"]), interpret=True,
+                       **kw)  # fmt: skip
 
 
 def _predict_eagerly(model, x: np.ndarray, chunk: int = 256) -> np.ndarray:

@@ -116,6 +116,30 @@ class Run:
         return show_errors(x, y, probs, class_names=self.class_names, n=n,
                            from_logits=takes_logits(self.recipe["compile"]))  # fmt: skip
 
+    # fastai's interpretation, under Keras names (kerakit.report.interpret)
+    def plot_top_losses(self, k: int = 9):
+        """A grid of the `k` test samples with the highest loss (a table's rows: a table)."""
+        from kerakit.report.interpret import plot_top_losses
+
+        x, y, probs = self._test_predictions()
+        return plot_top_losses(x, y, probs, class_names=self.class_names, k=k,
+                               from_logits=takes_logits(self.recipe["compile"]))  # fmt: skip
+
+    def most_confused(self, min_count: int = 1) -> list[tuple]:
+        """`[(true, predicted, count), ...]`: the class pairs mixed up most on the test set."""
+        from kerakit.report.interpret import most_confused
+
+        _, y, probs = self._test_predictions()
+        return most_confused(y, probs, self.class_names, min_count=min_count,
+                             from_logits=takes_logits(self.recipe["compile"]))  # fmt: skip
+
+    def gradcam(self, x, class_index=None):
+        """Grad-CAM heat maps `(n, h', w')` in [0, 1] of images as the model takes them
+        (`kerakit.report.interpret.plot_gradcam` draws them over the images)."""
+        from kerakit.training.interpret import gradcam
+
+        return gradcam(self.model, x, class_index)
+
     def predict(self, x, **kwargs):
         """The model's predictions on raw inputs, as the saved model takes them: a table's
         column values, raw strings, raw windows, or what `model` takes."""

@@ -24,6 +24,7 @@ import keras
 
 from kerakit._files import atomic_path, write_json
 from kerakit.models import apply_compile, cache_features, set_stage, split_for_feature_cache
+from kerakit.models.transfer import stage_args
 from kerakit.recipe.transfer import decide_feature_cache
 from kerakit.report.history import HISTORY_FILE, epochs_in_stage
 from kerakit.training.runfolder import (
@@ -121,8 +122,7 @@ def fit_transfer(recipe, model: keras.Model, path: Path, train_ds, val_ds, fit: 
     backup2 = path / STAGE2_BACKUP_DIR
     if not (backup2.is_dir() and any(backup2.glob("ckpt-*.json"))):
         model.load_weights(path / STAGE1_WEIGHTS)  # a resumed run rebuilt the model
-    set_stage(model, 2, unfreeze_from=fine.get("unfreeze_from"), unfreeze_blocks=fine.get("unfreeze_blocks"),
-              where=where)  # fmt: skip
+    set_stage(model, 2, **stage_args(fine), where=where)
     section = dict(recipe["compile"])
     section["optimizer"] = _with_learning_rate(
         section.get("optimizer", "adam"), fine["learning_rate"]
