@@ -193,11 +193,15 @@ class SmokeRun:
         train, _, _ = pipelines(self.resolved, self.bundle)
         x, y = next(iter(train))
         model, steps, spec = self.model, self.steps, self.resolved["model"].get("transfer")
-        if spec and decide_feature_cache(spec, self.resolved["augment"]):
+        replaced = any(n.startswith("model: weights: imagenet replaced") for n in self.notes)
+        if spec and (replaced or decide_feature_cache(spec, self.resolved["augment"])):
             # stage 1 trains the head on cached backbone features: so does this check, with
-            # 3x the steps (each costs next to nothing; a random backbone's features are weak)
+            # 3x the steps (each costs next to nothing; a random backbone's features are weak,
+            # and standardized when the backbone is random in place of ImageNet's)
             features, model = split_for_feature_cache(self.model)
             x, steps = features(x, training=False), 3 * self.steps
+            if replaced:
+                x = _standardized(x)
             apply_compile(model, self.resolved["compile"], where=self.resolved.where.at("compile"))
         self.losses = overfit_one_batch(model, x, y, steps)
 
@@ -259,6 +263,17 @@ def _layer_key(section: Mapping, model, layer) -> tuple:
         if isinstance(node, Mapping) and layer.name in node:
             return ("model", "functional", "graph", i)
     return ()
+
+
+def _standardized(x):
+    """Cached features of a random backbone (the smoke's stand-in for ImageNet weights),
+    standardized over the batch: a deep random backbone with BatchNorm in inference mode
+    gives features of ~1e-5 that barely differ between images (Xception), which no head can
+    fit in a few steps. The check is about the head: it trains on them standardized."""
+    import numpy as np
+
+    x = np.asarray(x, "float32")
+    return (x - x.mean(0)) / (x.std(0) + 1e-12)
 
 
 def _for_smoke(recipe: Recipe, notes: list) -> Recipe:
