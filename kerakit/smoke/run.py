@@ -45,6 +45,7 @@ from kerakit.smoke.checks import (
     flat_outputs,
     overfit_one_batch,
     quiet,
+    standardized,
     why,
 )
 
@@ -201,7 +202,7 @@ class SmokeRun:
             features, model = split_for_feature_cache(self.model)
             x, steps = features(x, training=False), 3 * self.steps
             if replaced:
-                x = _standardized(x)
+                x = standardized(x)
             apply_compile(model, self.resolved["compile"], where=self.resolved.where.at("compile"))
         self.losses = overfit_one_batch(model, x, y, steps)
 
@@ -263,17 +264,6 @@ def _layer_key(section: Mapping, model, layer) -> tuple:
         if isinstance(node, Mapping) and layer.name in node:
             return ("model", "functional", "graph", i)
     return ()
-
-
-def _standardized(x):
-    """Cached features of a random backbone (the smoke's stand-in for ImageNet weights),
-    standardized over the batch: a deep random backbone with BatchNorm in inference mode
-    gives features of ~1e-5 that barely differ between images (Xception), which no head can
-    fit in a few steps. The check is about the head: it trains on them standardized."""
-    import numpy as np
-
-    x = np.asarray(x, "float32")
-    return (x - x.mean(0)) / (x.std(0) + 1e-12)
 
 
 def _for_smoke(recipe: Recipe, notes: list) -> Recipe:
