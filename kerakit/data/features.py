@@ -141,17 +141,23 @@ def feature_space(features: Mapping) -> Any:
 def encode(dss: dict, spec: Mapping, batch: int = 1024) -> tuple[dict, Any]:
     """(splits of encoded vectors, the FeatureSpace): adapted on the training split only, then
     mapped over every split, as keras.io's `train_ds.map(lambda x, y: (feature_space(x), y))`."""
-    space = feature_space(spec["features"])
-    plain = tf.autograph.experimental.do_not_convert
-    space.adapt(dss["train"].map(plain(lambda x, *_: x)).batch(batch))
+    return adapt_and_map(feature_space(spec["features"]), dss, batch)
 
-    def encoded(ds):
+
+def adapt_and_map(layer: Any, dss: dict, batch: int = 1024) -> tuple[dict, Any]:
+    """(every split's inputs through `layer`, the layer), the layer adapted on the training
+    split's inputs only; the splits stay unbatched and keep their sizes (labels and sample
+    weights pass through). A FeatureSpace or a TextVectorization alike."""
+    plain = tf.autograph.experimental.do_not_convert
+    layer.adapt(dss["train"].map(plain(lambda x, *_: x)).batch(batch))
+
+    def mapped(ds):
         if ds is None:
             return None
-        out = ds.batch(batch).map(plain(lambda x, *rest: (space(x), *rest))).unbatch()
+        out = ds.batch(batch).map(plain(lambda x, *rest: (layer(x), *rest))).unbatch()
         return out.apply(tf.data.experimental.assert_cardinality(ds.cardinality()))
 
-    return {k: encoded(d) for k, d in dss.items()}, space
+    return {k: mapped(d) for k, d in dss.items()}, layer
 
 
 def raw_input_model(space: Any, model: Any) -> Any:

@@ -68,17 +68,9 @@ def text_vectorization(options: Mapping) -> Any:
 def vectorize(dss: dict, spec: Mapping, batch: int = 1024) -> tuple[dict, Any]:
     """(splits of vectorized texts, the layer): adapted on the training split only, then
     mapped over every split, as keras.io's `raw_train_ds.map(vectorize_text)`."""
-    layer = text_vectorization(spec["vectorize"])
-    plain = tf.autograph.experimental.do_not_convert
-    layer.adapt(dss["train"].map(plain(lambda x, *_: x)).batch(batch))
+    from kerakit.data.features import adapt_and_map
 
-    def mapped(ds):
-        if ds is None:
-            return None
-        out = ds.batch(batch).map(plain(lambda x, *rest: (layer(x), *rest))).unbatch()
-        return out.apply(tf.data.experimental.assert_cardinality(ds.cardinality()))
-
-    return {k: mapped(d) for k, d in dss.items()}, layer
+    return adapt_and_map(text_vectorization(spec["vectorize"]), dss, batch)
 
 
 def load_text_folder(root: Path, spec: dict, seed, where: Where) -> tuple:

@@ -171,13 +171,7 @@ def _column(entry: Any, where: Where, output_mode: str) -> str | dict:
     for key in ("scale", "offset"):
         if key in options:
             check_number(options[key], w.at(key))
-    mode = options.get("output_mode", "one_hot")
-    check_choice(mode, ["one_hot", "int"], w.at("output_mode"), "output_mode")
-    if mode == "int" and output_mode == "concat":
-        raise w.at("output_mode").error(
-            "output_mode: int gives integer ids, which `output_mode: concat` cannot join into "
-            "one vector; use one_hot here, or features.output_mode: dict"
-        )
+    _check_output_mode(options.get("output_mode", "one_hot"), w.at("output_mode"), output_mode)
     if FILL in options:
         _check_fill(options[FILL], FEATURE_TYPES[kind], w.at(FILL))
     return {kind: dict(options)}
@@ -187,6 +181,17 @@ def _column(entry: Any, where: Where, output_mode: str) -> str | dict:
 # 10**12 out-of-vocabulary ids fails deep in TensorFlow, found by tests/e2e/test_fuzz.py).
 MAX_SIZE = 10_000_000
 MAX_OOV = 1_000
+
+
+def _check_output_mode(mode: Any, where: Where, output_mode: str) -> None:
+    """A feature's or a cross's `output_mode`: one_hot or int, and int only when the features
+    are kept apart (`features.output_mode: dict`)."""
+    check_choice(mode, ["one_hot", "int"], where, "output_mode")
+    if mode == "int" and output_mode == "concat":
+        raise where.error(
+            "output_mode: int gives integer ids, which `output_mode: concat` cannot join into "
+            "one vector; use one_hot here, or features.output_mode: dict"
+        )
 
 
 def _check_fill(value: Any, kind: str, where: Where) -> None:
@@ -223,10 +228,5 @@ def _cross(cross: Any, where: Where, columns: dict, output_mode: str) -> dict:
     dim = cross.get("crossing_dim", DEFAULT_CROSSING_DIM)
     check_number(dim, where.at("crossing_dim"), integer=True, minimum=1, maximum=MAX_SIZE)
     mode = cross.get("output_mode", "one_hot")
-    check_choice(mode, ["one_hot", "int"], where.at("output_mode"), "output_mode")
-    if mode == "int" and output_mode == "concat":
-        raise where.at("output_mode").error(
-            "output_mode: int gives integer ids, which `output_mode: concat` cannot join; "
-            "use one_hot here, or features.output_mode: dict"
-        )
+    _check_output_mode(mode, where.at("output_mode"), output_mode)
     return {"features": list(names), "crossing_dim": dim, "output_mode": mode}

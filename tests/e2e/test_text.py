@@ -378,9 +378,10 @@ def test_a_csv_text_column_trains_and_predicts_from_a_csv(tmp_path, write_recipe
     probs = run.predict(np.array(["great fun superb", "awful boring"], dtype=object))
     assert probs.shape == (2, 1) and run.raw_model.input.dtype == "string"
     report = (run.path / "report.md").read_text()
-    if "| true | predicted |" in report:  # the errors table shows the raw texts, not token ids
-        row = report.split("|---:|---|---|---|---:|\n")[1].splitlines()[0]
-        assert re.search(r"\| [a-z]+( [a-z]+)+ \|", row), row
+    # the errors table shows the raw texts, not token ids (the seeded run gets some wrong)
+    assert "| true | predicted |" in report, report
+    row = report.split("|---:|---|---|---|---:|\n")[1].splitlines()[0]
+    assert re.search(r"\| [a-z]+( [a-z]+)+ \|", row), row
     (tmp_path / "new.csv").write_text("review\ngreat fun superb\nawful boring\n")
     capsys.readouterr()
     assert main(["predict", str(run.path), str(tmp_path / "new.csv")]) == 0
