@@ -25,6 +25,7 @@ from pathlib import Path
 
 from kerakit import __version__
 from kerakit._stderr import StderrFilter
+from kerakit.commands import commands
 from kerakit.errors import (
     KerakitError,
     RecipeError,
@@ -133,6 +134,12 @@ def _parser() -> argparse.ArgumentParser:
         help="list kerakit's registries, or the entries of one: presets, bundles, backbones, augment",
     )
     ls.add_argument("what", nargs="?", help="a registry (default: list the registries)")
+    for name, module in commands().items():  # kerakit/commands/: one module a subcommand
+        c = sub.add_parser(name, help=module.HELP)
+        module.add(c)
+        c.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
     return p
 
 
@@ -249,6 +256,8 @@ def _dispatch(args, argv) -> int:
             print(f"imported: {record['import']} ({record['file']})")
     if cmd == "list":
         return _list(args.what)
+    if (module := commands().get(cmd)) is not None:
+        return module.run(args)
     if cmd == "check":
         from kerakit.recipe import load_recipe
 

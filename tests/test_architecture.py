@@ -30,6 +30,7 @@ STAGES = [
     ("kerakit.smoke",),
     ("kerakit.testing",),
     ("kerakit.pytest_plugin",),
+    ("kerakit.commands",),
     ("kerakit.cli",),
 ]  # fmt: skip
 # Modules that import no TensorFlow and no Keras (`kerakit check` of a bad recipe, the
