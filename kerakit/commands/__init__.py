@@ -13,7 +13,7 @@ import importlib
 from types import ModuleType
 
 # The modules, in the order `kerakit --help` lists them.
-MODULES: tuple[str, ...] = ()
+MODULES: tuple[str, ...] = ("weights",)
 
 
 def commands() -> dict[str, ModuleType]:

@@ -18,6 +18,7 @@ import keras
 
 from kerakit._net import unreachable
 from kerakit.errors import NOWHERE, ModelFileError, RecipeError, Where, did_you_mean
+from kerakit.recipe import weights_store
 from kerakit.recipe.transfer import BACKBONES, Backbone
 
 PROBE_TIMEOUT_S = 5.0  # a connect() to the weights host; no network must fail in seconds
@@ -73,16 +74,13 @@ def build_backbone(
     return model
 
 
-def _keras_cache_dirs() -> list[str]:
-    # Where keras.utils.get_file caches (it falls back to /tmp/.keras when home is read-only).
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return [os.path.join(home, "models"), os.path.join("/tmp", ".keras", "models")]
-
-
 def _imagenet_backbone(build, info: Backbone, kwargs: dict, where: Where) -> keras.Model:
+    stored = weights_store.lookup(info, kwargs["input_shape"])
+    if stored is not None:  # `kerakit weights fetch/add` kept it: no network, hash checked
+        return _stored_backbone(build, info, kwargs, stored, where)
     url = info.imagenet_url(kwargs["input_shape"])
     fname = info.imagenet_file(kwargs["input_shape"])
-    for folder in _keras_cache_dirs() if fname else []:
+    for folder in weights_store.keras_cache_dirs() if fname else []:
         cached = os.path.join(folder, fname)
         if os.path.isfile(cached):  # Keras downloaded it before: no network needed
             return build(weights=cached, **kwargs)
@@ -95,7 +93,9 @@ def _imagenet_backbone(build, info: Backbone, kwargs: dict, where: Where) -> ker
             f"cannot download the ImageNet weights of {info.name} ({reason}). With no "
             f"network here, download {url} elsewhere, copy it to this machine and pass the "
             f"local file: `weights: /path/to/{fname}` in the recipe (Python: "
-            f"weights='/path/to/{fname}'), or put it in ~/.keras/models/; "
+            f"weights='/path/to/{fname}'), or record it once in kerakit's weights store: "
+            f"`kerakit weights add {info.name} /path/to/{fname}` (then `weights: imagenet` "
+            f"works offline), or put it in ~/.keras/models/; "
             f"or use `weights: none` to train from scratch",
             cls=WeightsError,
         )
@@ -113,6 +113,17 @@ def _imagenet_backbone(build, info: Backbone, kwargs: dict, where: Where) -> ker
         raise
     finally:
         socket.setdefaulttimeout(previous)
+
+
+def _stored_backbone(
+    build, info: Backbone, kwargs: dict, entry: weights_store.Entry, where: Where
+) -> keras.Model:
+    status, actual = entry.check()  # every build: a file changed since it was recorded is refused
+    if status != "ok":
+        raise where.error(entry.problem(status, actual), cls=WeightsError)
+    model = build(weights=None, **kwargs)
+    _load_weights_file(model, str(entry.path), info, where)  # as Keras loads its own files
+    return model
 
 
 def _load_weights_file(model: keras.Model, path: str, info: Backbone, where: Where) -> None:
