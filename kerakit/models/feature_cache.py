@@ -26,7 +26,7 @@ def split_for_feature_cache(model: keras.Model) -> tuple[keras.Model, keras.Mode
     layer objects), so after stage 1 on cached features ``model`` predicts
     with the trained head and is saved whole, taking raw images.
     """
-    base = model.get_layer("backbone")  # a model of transfer_model: see its `_parts`
+    base = model.get_layer("backbone")  # a model of transfer_model: see `transfer_parts`
     head = model.layers[model.layers.index(base) + 1 :]
     inputs = keras.Input(shape=model.input_shape[1:], name="image")
     feats = base(model.get_layer("preprocess")(inputs), training=False)

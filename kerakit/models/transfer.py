@@ -165,7 +165,8 @@ def build_transfer(spec: Mapping, *, preset: str | None = None, where: Where = N
 # ---- stages -----------------------------------------------------------------------
 
 
-def _parts(model: keras.Model) -> tuple[keras.Model, Backbone, list]:
+def transfer_parts(model: keras.Model) -> tuple[keras.Model, Backbone, list]:
+    """(the backbone model, its table entry, the head's layers) of a `transfer_model`."""
     try:
         base = model.get_layer("backbone")
         name = model.get_layer("preprocess").backbone
@@ -196,7 +197,7 @@ def _block_starts(base, info: Backbone) -> dict[str, int]:
 
 def _first_unfrozen(model, unfreeze, w: Where, label: str = "") -> int:
     """The index in the backbone's layers from which stage 2 trains; `w`: where it is asked."""
-    base, info, head = _parts(model)
+    base, info, head = transfer_parts(model)
     names = [layer.name for layer in base.layers]
     if unfreeze == "all":
         return 0
@@ -255,7 +256,7 @@ def set_stage(
     Example:
         >>> set_stage(model, 2, unfreeze={"last": 20}, batchnorm="frozen")
     """
-    base, _, head = _parts(model)
+    base, _, head = transfer_parts(model)
     for layer in head:
         layer.trainable = True
     if stage == 1:
@@ -308,7 +309,7 @@ def stage_report(model: keras.Model, fine_tune: Mapping | None = None) -> list[d
         "batchnorm_trainable", "batchnorm_layers"}, ...]``; backbone layers are
         named ``backbone/NAME``; the BatchNorm counts are the backbone's layers.
     """
-    base, _, head = _parts(model)
+    base, _, head = transfer_parts(model)
     saved = [(layer, layer.trainable) for layer in [base, *base.layers, *head]]
     stages = [1] if not fine_tune else [1, 2]
     report = []

@@ -62,8 +62,9 @@ def resolve_transfer(
 
     Returns:
         ``{backbone, weights, input_shape, head: {pooling, dense, dropout,
-        classes, activation}, fine_tune: None | {unfreeze_from,
-        unfreeze_blocks, learning_rate, epochs}, cache_features}``.
+        classes, activation} | [layers], fine_tune: None | {unfreeze (or the older
+        unfreeze_from / unfreeze_blocks), batchnorm, learning_rate, epochs, and when
+        given: base_lr, freeze_epochs, lr_mult, groups, schedule}, cache_features}``.
 
     Example:
         >>> resolve_transfer({"backbone": "vgg16", "weights": "none"})["head"]["pooling"]
@@ -232,10 +233,14 @@ def _resolve_fine_tune(value: Any, where: Where) -> dict | None:
     value = check_mapping(value, where, "a mapping such as {unfreeze: {blocks: 1}}")
     check_keys(
         value,
-        ["unfreeze", "batchnorm", "unfreeze_from", "unfreeze_blocks", "learning_rate", "epochs"],
+        ["unfreeze", "batchnorm", "unfreeze_from", "unfreeze_blocks", "learning_rate", "epochs",
+         *SHORT_FORM],
         where,
         section="model.transfer.fine_tune",
     )
+    short = value.get("base_lr") is not None  # fastai's fine_tune: its defaults
+    if short and all(value.get(k) is None for k in ("unfreeze", "unfreeze_from", "unfreeze_blocks")):
+        value = {**value, "unfreeze": "all"}
     frm, blocks = value.get("unfreeze_from"), value.get("unfreeze_blocks")
     given = [
         k for k in ("unfreeze", "unfreeze_from", "unfreeze_blocks") if value.get(k) is not None
@@ -250,8 +255,12 @@ def _resolve_fine_tune(value: Any, where: Where) -> dict | None:
         check_str(frm, where.at("unfreeze_from"), "a layer name of the backbone")
     if blocks is not None:
         check_number(blocks, where.at("unfreeze_blocks"), integer=True, minimum=1)
+    base_lr = None
+    if short:
+        base_lr = float(check_number(value["base_lr"], where.at("base_lr"), minimum=0,
+                                     exclusive_minimum=True))  # fmt: skip
     lr = check_number(
-        value.get("learning_rate", 1e-5),
+        value.get("learning_rate", base_lr / 2 if short else 1e-5),
         where.at("learning_rate"),
         minimum=0,
         exclusive_minimum=True,
@@ -267,6 +276,33 @@ def _resolve_fine_tune(value: Any, where: Where) -> dict | None:
             value.get("batchnorm", "frozen"), BATCHNORM_CHOICES, where.at("batchnorm"), "batchnorm"
         )
     out.update(learning_rate=float(lr), epochs=epochs)
+    out.update(_resolve_short_form(value, where, base_lr))
+    return out
+
+
+# fastai's `fine_tune(epochs, base_lr, freeze_epochs, lr_mult)` and its one-cycle schedule.
+SHORT_FORM = ("base_lr", "freeze_epochs", "lr_mult", "groups", "schedule")
+SCHEDULES = ("constant", "one_cycle")
+
+
+def _resolve_short_form(value: Mapping, where: Where, base_lr: float | None) -> dict:
+    """The keys of the short form, recorded only when given (or implied by `base_lr`), so
+    a recipe without them resolves, and fingerprints, as before."""
+    short = base_lr is not None
+    out: dict = {}
+    if short:
+        out["base_lr"] = base_lr
+    if short or value.get("freeze_epochs") is not None:
+        out["freeze_epochs"] = check_number(value.get("freeze_epochs", 1),
+                                            where.at("freeze_epochs"), integer=True, minimum=1)  # fmt: skip
+    if short or value.get("lr_mult") is not None or value.get("groups") is not None:
+        out["lr_mult"] = float(check_number(value.get("lr_mult", 100 if short else 1),
+                                            where.at("lr_mult"), minimum=1))  # fmt: skip
+        out["groups"] = check_number(value.get("groups", 3), where.at("groups"), integer=True,
+                                     minimum=2 if "groups" in value else 1)  # fmt: skip
+    if short or value.get("schedule") is not None:
+        out["schedule"] = check_choice(value.get("schedule", "one_cycle" if short else "constant"),
+                                       SCHEDULES, where.at("schedule"), "schedule")  # fmt: skip
     return out
 
 

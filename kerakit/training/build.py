@@ -15,6 +15,7 @@ from kerakit.augment import augmentation
 from kerakit.errors import RecipeError, Where, data_error
 from kerakit.models import apply_compile, budget, build_model, resolve_compile
 from kerakit.models.compile import record_python_values
+from kerakit.models.groups import current_learning_rate
 from kerakit.recipe import Recipe, resolve_compile_section
 from kerakit.recipe.compile import has_schedule
 from kerakit.recipe.keras_names import ensure_index
@@ -29,12 +30,13 @@ class LearningRateLog(keras.callbacks.Callback):
     """Logs the optimizer's learning rate as `learning_rate` at each epoch's end: with a
     schedule, its value at the steps taken so far (the rate of the next step). Keras logs
     it only from ReduceLROnPlateau, which cannot work with a schedule; kerakit puts this
-    first among a scheduled run's callbacks, so history.csv and history.png show it."""
+    first among a scheduled run's callbacks, so history.csv and history.png show it.
+    With per-group rates (fine_tune.lr_mult), the head's rate."""
 
     def on_epoch_end(self, epoch, logs=None):
         optimizer = getattr(self.model, "optimizer", None)
         if logs is not None and optimizer is not None:
-            logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+            logs["learning_rate"] = current_learning_rate(optimizer)
 
     def get_config(self) -> dict:
         return {}

@@ -21,7 +21,7 @@ model:
     weights: none
     input_shape: [32, 32, 3]
     head: {{pooling: avg, dense: [16], dropout: 0.1}}
-    fine_tune: {{unfreeze_from: block5_conv1, learning_rate: 1.0e-4, epochs: 2}}
+    fine_tune: {{unfreeze_from: block5_conv1, learning_rate: 1.0e-4, epochs: 2{extra}}}
 train: {{epochs: {epochs}, callbacks: standard}}
 output: {{dir: runs}}
 """
@@ -49,7 +49,7 @@ def _stages(run_path):
 @pytest.mark.slow
 def test_two_stages_in_one_run_and_reload(image_folder, monkeypatch):
     monkeypatch.chdir(image_folder)
-    (image_folder / "r.yaml").write_text(RECIPE.format(epochs=2))
+    (image_folder / "r.yaml").write_text(RECIPE.format(epochs=2, extra=""))
     run = kk.train(image_folder / "r.yaml", verbose=0)
     assert _stages(run.path) == [1, 1, 2, 2]
     assert (run.path / "stage1.json").is_file() and (run.path / "features" / "train").is_dir()
@@ -83,9 +83,10 @@ def test_kill_in_stage_2_resumes_in_stage_2(image_folder, tmp_path):
     work = tmp_path / "w"
     work.mkdir()
     (work / "imgs").symlink_to(image_folder / "imgs")
+    # stage 1: epochs 1-3, stage 2: epochs 4-5, with per-group rates on a one-cycle schedule
     (work / "r.yaml").write_text(
-        RECIPE.format(epochs=3)
-    )  # stage 1: epochs 1-3, stage 2: epochs 4-5
+        RECIPE.format(epochs=3, extra=", lr_mult: 10, schedule: one_cycle")
+    )
     cmd = [sys.executable, "-m", "kerakit.cli", "train", "r.yaml"]
     proc = subprocess.Popen(
         cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -108,6 +109,11 @@ def test_kill_in_stage_2_resumes_in_stage_2(image_folder, tmp_path):
     assert "resuming" in again.stdout and "stage 1:" not in again.stdout
     stages = _stages(run_dir)
     assert stages == [1, 1, 1, 2, 2], stages
+    assert "backbone part 1 of 2 1e-05" in again.stdout  # lr_mult 10 over three groups
+    with open(run_dir / "history.csv", newline="") as f:
+        rates = [float(r["learning_rate"]) for r in csv.DictReader(f)]
+    # the head's one-cycle rate ends at 1e-4 / 1e5 only if the resumed optimizer kept its step
+    assert rates[-1] == pytest.approx(1e-9, rel=1e-2), rates
 
 
 def test_weights_imagenet_offline_fails_fast(capsys, tmp_path):
