@@ -30,7 +30,9 @@ from kerakit._compat import batchnorm_inference
 from kerakit.errors import NOWHERE, ModelFileError, Where, did_you_mean
 from kerakit.models.backbones import build_backbone
 from kerakit.models.feature_cache import cache_features, split_for_feature_cache
+from kerakit.models.hub import hub_info, hub_trunk
 from kerakit.models.layers import BackbonePreprocess
+from kerakit.recipe.hub import block_refusal
 from kerakit.recipe.transfer import BACKBONES, Backbone, resolve_transfer
 
 __all__ = [  # the feature cache lives in its own module; these names stay importable here
@@ -57,14 +59,15 @@ POOLING_LAYERS = {
 
 
 def transfer_model(
-    backbone: str,
+    backbone: str | Mapping,
     classes: int,
     input_shape: Sequence[int] = (224, 224, 3),
-    weights: str = "imagenet",
+    weights: str | None = None,
     head: Mapping | None = None,
     activation: str | None = None,
     *,
     preset: str | None = None,
+    preprocess: str | Mapping | None = None,
     where: Where = NOWHERE,
 ) -> keras.Model:
     """A frozen pretrained backbone plus a new head, taking raw 0-255 images.
@@ -74,16 +77,20 @@ def transfer_model(
     (float32 even under a mixed policy).
 
     Args:
-        backbone: a registered name: ``vgg16``, ``resnet50``, ``mobilenetv2``, ``efficientnetb0``.
+        backbone: a registered name: ``vgg16``, ``resnet50``, ``mobilenetv2``, ``efficientnetb0``,
+            ...; or ``{"keras_hub": DIR}``, a KerasHub preset directory (`kerakit.models.hub`).
         classes: number of classes (1 or 2 with no preset: one sigmoid unit, binary).
         input_shape: ``(height, width, 3)``, at least 32x32.
-        weights: ``"imagenet"``, ``"none"`` or the path to a weights file.
+        weights: ``"imagenet"`` (the default), ``"none"`` or the path to a weights file;
+            for a KerasHub preset ``"preset"`` (the default) or ``"none"``.
         head: ``{pooling: avg|max|flatten, dense: [units, ...], dropout: rate}``, or a
             list of Keras layers applied to the backbone's output in order (the last
             one is the output; ``classes``, ``activation`` and ``preset`` then unused).
         activation: the output activation; default from ``preset`` or ``classes``.
         preset: the compile preset (``binary``, ``multiclass``, ``multilabel``,
             ``regression``); it fixes the output units and activation.
+        preprocess: KerasHub only: ``"preset"`` (its ``image_converter.json``) or
+            ``{"scale": s, "offset": o}`` (default: the converter if any, else 1/255).
         where: where ``model.transfer`` sits in the recipe.
 
     Example:
@@ -91,7 +98,10 @@ def transfer_model(
         >>> model.output_shape
         (None, 5)
     """
-    section = {"backbone": backbone, "weights": weights, "input_shape": list(input_shape)}
+    section = {"backbone": backbone, "input_shape": list(input_shape)}
+    section.update(
+        {k: v for k, v in [("weights", weights), ("preprocess", preprocess)] if v is not None}
+    )
     if isinstance(head, list):  # layers of your own: the last one is the output
         spec = resolve_transfer(section, where)
         x, inputs, _ = _trunk(spec, where)
@@ -108,7 +118,7 @@ def transfer_model(
                 raise where.at("head", i, type(layer).__name__).error(
                     f"{type(layer).__name__} cannot take an input of shape {tuple(x.shape)}: {first}"
                 ) from None
-        return keras.Model(inputs, x, name=f"{spec['backbone']}_transfer")
+        return keras.Model(inputs, x, name=_model_name(spec))
     head = dict(head or {})
     head.update(classes=classes, activation=activation or head.get("activation"))
     spec = resolve_transfer({**section, "head": head}, where)
@@ -129,23 +139,30 @@ def transfer_model(
     if head["dropout"]:
         x = keras.layers.Dropout(head["dropout"], name="head_dropout")(x)
     outputs = keras.layers.Dense(units, activation=act, dtype="float32", name="predictions")(x)
-    return keras.Model(inputs, outputs, name=f"{spec['backbone']}_transfer")
+    return keras.Model(inputs, outputs, name=_model_name(spec))
+
+
+def _model_name(spec: Mapping) -> str:
+    return f"{spec['backbone'] if isinstance(spec['backbone'], str) else 'keras_hub'}_transfer"
 
 
 def _trunk(spec: Mapping, where: Where):
-    base = build_backbone(spec["backbone"], spec["input_shape"], spec["weights"], where)
+    if isinstance(spec["backbone"], Mapping):  # a KerasHub preset directory
+        base, preprocess = hub_trunk(spec, where)
+    else:
+        base = build_backbone(spec["backbone"], spec["input_shape"], spec["weights"], where)
+        preprocess = BackbonePreprocess(spec["backbone"], name="preprocess")
     inputs = keras.Input(shape=tuple(spec["input_shape"]), name="image")
-    x = BackbonePreprocess(spec["backbone"], name="preprocess")(inputs)
-    x = base(x, training=False)  # BatchNorm in inference mode, whatever stage
+    x = base(preprocess(inputs), training=False)  # BatchNorm in inference mode, whatever stage
     return x, inputs, base
 
 
 def build_transfer(spec: Mapping, *, preset: str | None = None, where: Where = NOWHERE):
     """`transfer_model` from a resolved ``model.transfer`` section (``head.classes`` set)."""
-    head = spec["head"]
+    head, preprocess = spec["head"], spec.get("preprocess")
     if isinstance(head, list):
         return transfer_model(spec["backbone"], 0, spec["input_shape"], spec["weights"],
-                              head=head, where=where)  # fmt: skip
+                              head=head, preprocess=preprocess, where=where)  # fmt: skip
     if head.get("classes") is None:
         raise where.at("head", "classes").error(
             "the number of classes is unknown; set model.transfer.head.classes"
@@ -158,6 +175,7 @@ def build_transfer(spec: Mapping, *, preset: str | None = None, where: Where = N
         head=head,
         activation=head.get("activation"),
         preset=preset,
+        preprocess=preprocess,
         where=where,
     )
 
@@ -169,14 +187,17 @@ def transfer_parts(model: keras.Model) -> tuple[keras.Model, Backbone, list]:
     """(the backbone model, its table entry, the head's layers) of a `transfer_model`."""
     try:
         base = model.get_layer("backbone")
-        name = model.get_layer("preprocess").backbone
-    except (ValueError, AttributeError):
+        name = getattr(model.get_layer("preprocess"), "backbone", None)
+        info = BACKBONES[name] if isinstance(name, str) else hub_info(base)  # or KerasHub's
+    except (ValueError, KeyError):
+        info = None
+    if info is None:
         raise ModelFileError(
             f"model {model.name!r} is not a kerakit transfer model (it needs layers "
             f"'preprocess' and 'backbone'); build it with transfer_model"
-        ) from None
+        )
     head = model.layers[model.layers.index(base) + 1 :]
-    return base, BACKBONES[name], head
+    return base, info, head
 
 
 def _block_starts(base, info: Backbone) -> dict[str, int]:
@@ -215,6 +236,8 @@ def _first_unfrozen(model, unfreeze, w: Where, label: str = "") -> int:
                 f"{len(head) + len(names)}"
             )
         return len(names) - (arg - len(head))
+    if not info.block_pattern:  # a KerasHub class kerakit has not measured (kerakit.recipe.hub)
+        raise w.error(block_refusal(info.name))
     starts = _block_starts(base, info)
     if not 1 <= arg <= len(starts):
         raise w.error(

@@ -294,13 +294,23 @@ def has_schedule(optimizer: Any) -> bool:
 
 
 def _check_learning_rate(optimizer: Any, where: Where) -> None:
-    """A positive number, or a schedule {Name: {args}} whose numbers are numbers."""
+    """A positive number, `auto` (found by lr_find when training: kerakit.training.lr_find),
+    or a schedule {Name: {args}} whose numbers are numbers."""
     if not isinstance(optimizer, Mapping):
         return
     ((name, args),) = optimizer.items()
     if "learning_rate" not in args:
         return
     at, lr = where.at(name, "learning_rate"), args["learning_rate"]
+    if isinstance(lr, str):
+        if lr == "auto":  # a constant rate, found by lr_find before the first epoch
+            return
+        from kerakit.errors import did_you_mean
+
+        raise at.error(
+            f"expected a positive number, 'auto' (found by lr_find when training) or a "
+            f"schedule, got {S.show(lr)}{did_you_mean(lr, ['auto'])}"
+        )
     if not isinstance(lr, Mapping):
         S.check_number(lr, at, minimum=0, exclusive_minimum=True)
         return
@@ -315,6 +325,12 @@ def _check_learning_rate(optimizer: Any, where: Where) -> None:
     args["learning_rate"] = {schedule: dict(kwargs or {})}
     for key, value in (kwargs or {}).items():
         w, kind = at.at(schedule, key), _SCHEDULE_ARGS.get(key)
+        if value == "auto" and kind == "rate":
+            raise w.error(
+                "'auto' is a constant learning rate, which lr_find finds: a schedule's rates "
+                "are numbers. Write learning_rate: auto without the schedule, or find a rate "
+                "for it with `kerakit lr-find RECIPE` and write that number here"
+            )
         if kind == "steps":  # "auto": the run's steps, epochs x steps per epoch
             S.check_auto_or_number(
                 value, w, "'auto' or a number of steps", minimum=0, exclusive_minimum=True

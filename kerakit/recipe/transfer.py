@@ -20,6 +20,7 @@ from typing import Any
 
 from kerakit.errors import NOWHERE, Where, did_you_mean
 from kerakit.recipe.backbones import BACKBONES, Backbone, list_backbones, register_backbone
+from kerakit.recipe.hub import check_blocks, is_hub, resolve_hub
 from kerakit.recipe.schema import (
     check_choice,
     check_keys,
@@ -61,10 +62,11 @@ def resolve_transfer(
             of `kerakit.recipe.model`, passed in: this module cannot import it).
 
     Returns:
-        ``{backbone, weights, input_shape, head: {pooling, dense, dropout,
-        classes, activation} | [layers], fine_tune: None | {unfreeze (or the older
-        unfreeze_from / unfreeze_blocks), batchnorm, learning_rate, epochs, and when
-        given: base_lr, freeze_epochs, lr_mult, groups, schedule}, cache_features}``.
+        ``{backbone, weights, input_shape, (preprocess: for {keras_hub: DIR} only),
+        head: {pooling, dense, dropout, classes, activation} | [layers], fine_tune: None |
+        {unfreeze (or the older unfreeze_from / unfreeze_blocks), batchnorm, learning_rate,
+        epochs, and when given: base_lr, freeze_epochs, lr_mult, groups, schedule},
+        cache_features}``.
 
     Example:
         >>> resolve_transfer({"backbone": "vgg16", "weights": "none"})["head"]["pooling"]
@@ -72,18 +74,39 @@ def resolve_transfer(
     """
     section = check_mapping(section, where, "a mapping such as {backbone: vgg16, head: ...}")
     keys = ["backbone", "weights", "input_shape", "head", "fine_tune", "cache_features"]
-    check_keys(section, keys, where, required=["backbone"], section="model.transfer")
+    hub = is_hub(section.get("backbone"))  # {keras_hub: DIR}: kerakit.recipe.hub
+    check_keys(section, [*keys, "preprocess"] if hub else keys, where, required=["backbone"],
+               section="model.transfer")  # fmt: skip
+    trunk = resolve_hub(section, where, image_size) if hub else _trunk(section, where, image_size)
 
+    cache = section.get("cache_features", "auto")
+    if cache not in CACHE_CHOICES or isinstance(cache, int) and not isinstance(cache, bool):
+        raise where.at("cache_features").error(
+            f"expected auto, true or false, got {type_name(cache)} {show(cache)}"
+        )
+
+    out = {
+        **trunk,
+        "head": _resolve_head(section.get("head", {}), where.at("head"), layers),
+        "fine_tune": _resolve_fine_tune(section.get("fine_tune"), where.at("fine_tune")),
+        "cache_features": cache,
+    }
+    if hub:
+        check_blocks(out, where)
+    return out
+
+
+def _trunk(section: Mapping, where: Where, image_size) -> dict:
+    """``backbone``, ``weights`` and ``input_shape`` of a ``keras.applications`` backbone."""
     name = section["backbone"]
     if not isinstance(name, str) or name.lower() not in BACKBONES:
         hint = did_you_mean(name, BACKBONES) if isinstance(name, str) else ""
         raise where.at("backbone").error(
             f"unknown backbone {show(name)}{hint}; choose one of: {', '.join(BACKBONES)}"
+            " (or {keras_hub: PRESET_DIR})"
         )
     backbone = BACKBONES[name.lower()]
-
     weights = _resolve_weights(section.get("weights", "imagenet"), where.at("weights"))
-
     if "input_shape" in section:
         shape = list(check_shape(section["input_shape"], where.at("input_shape")))
     elif image_size is not None:
@@ -92,21 +115,7 @@ def resolve_transfer(
         size = backbone.default_size
         shape = list(DEFAULT_INPUT_SHAPE) if size == 224 else [size, size, 3]
     _check_input_shape(shape, backbone, where.at("input_shape"))
-
-    cache = section.get("cache_features", "auto")
-    if cache not in CACHE_CHOICES or isinstance(cache, int) and not isinstance(cache, bool):
-        raise where.at("cache_features").error(
-            f"expected auto, true or false, got {type_name(cache)} {show(cache)}"
-        )
-
-    return {
-        "backbone": backbone.name,
-        "weights": weights,
-        "input_shape": shape,
-        "head": _resolve_head(section.get("head", {}), where.at("head"), layers),
-        "fine_tune": _resolve_fine_tune(section.get("fine_tune"), where.at("fine_tune")),
-        "cache_features": cache,
-    }
+    return {"backbone": backbone.name, "weights": weights, "input_shape": shape}
 
 
 def decide_feature_cache(spec: Mapping, augment: Any, where: Where = NOWHERE) -> bool:
@@ -233,13 +242,22 @@ def _resolve_fine_tune(value: Any, where: Where) -> dict | None:
     value = check_mapping(value, where, "a mapping such as {unfreeze: {blocks: 1}}")
     check_keys(
         value,
-        ["unfreeze", "batchnorm", "unfreeze_from", "unfreeze_blocks", "learning_rate", "epochs",
-         *SHORT_FORM],
+        [
+            "unfreeze",
+            "batchnorm",
+            "unfreeze_from",
+            "unfreeze_blocks",
+            "learning_rate",
+            "epochs",
+            *SHORT_FORM,
+        ],
         where,
         section="model.transfer.fine_tune",
     )
     short = value.get("base_lr") is not None  # fastai's fine_tune: its defaults
-    if short and all(value.get(k) is None for k in ("unfreeze", "unfreeze_from", "unfreeze_blocks")):
+    if short and all(
+        value.get(k) is None for k in ("unfreeze", "unfreeze_from", "unfreeze_blocks")
+    ):
         value = {**value, "unfreeze": "all"}
     frm, blocks = value.get("unfreeze_from"), value.get("unfreeze_blocks")
     given = [

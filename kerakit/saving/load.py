@@ -21,6 +21,7 @@ from kerakit._files import read_json
 from kerakit.errors import ModelFileError
 from kerakit.recipe.usercode import CODE_FILE, import_recorded
 from kerakit.saving import safety, savedmodel
+from kerakit.saving.refusals import refuse
 from kerakit.saving.save import FORMATS
 
 
@@ -102,6 +103,45 @@ def _register_kerakit_layers() -> None:
     import kerakit.models.layers  # noqa: F401  (kerakit>BackbonePreprocess)
 
 
+HUB_PREFIX = "keras_hub>"  # how KerasHub registers its classes
+
+
+def _keras_hub_classes(configs: list, path: Path, trusted: bool) -> None:
+    """Import keras_hub when a model names its classes (a transfer model on a KerasHub
+    backbone, `kerakit.models.hub`): they are registered only then. Untrusted, only its
+    backbones and image converters may appear, the classes kerakit builds: the rest (a
+    tokenizer reads the vocabulary file its config names, ...) stay refused."""
+    names, stack = set(), list(configs)
+    while stack:  # the configs are bounded (safety.MAX_CONFIG_BYTES)
+        node = stack.pop()
+        if isinstance(node, dict):
+            name = node.get("registered_name")
+            if isinstance(name, str) and name.startswith(HUB_PREFIX):
+                names.add(name)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    if not names:
+        return
+    try:
+        import keras_hub
+    except ImportError:
+        raise ModelFileError(
+            f"{path}: the model holds KerasHub classes ({', '.join(sorted(names))}); "
+            'install keras-hub to load it: pip install "kerakit[hub]"'
+        ) from None
+    import keras
+
+    allowed = (keras_hub.models.Backbone, keras_hub.layers.ImageConverter)
+    for name in sorted(names) if not trusted else ():
+        cls = keras.saving.get_registered_object(name)
+        if not (isinstance(cls, type) and issubclass(cls, allowed)):
+            raise refuse(
+                path, f"it holds {name}, a KerasHub class that is not a backbone or an image "
+                "converter (the KerasHub classes kerakit loads)"
+            )  # fmt: skip
+
+
 def _keras_error(path: Path, e: Exception) -> ModelFileError:
     text = str(e)
     # Keras reports a torn archive as "File not found"; the file is there.
@@ -115,10 +155,10 @@ def _keras_error(path: Path, e: Exception) -> ModelFileError:
 
 
 def _load_keras(path: Path, trusted: bool, compile: bool, custom_objects: dict | None) -> Any:
-    if trusted:
-        safety.keras_archive_config(str(path))  # "corrupt" vs "refused", and the bounds
-    else:
-        safety.check_model_file(path)
+    config = safety.keras_archive_config(str(path))  # "corrupt" vs "refused", and the bounds
+    _keras_hub_classes([config], path, trusted)
+    if not trusted:
+        safety.check_config(config, str(path))  # what check_model_file does, read once
     import keras
 
     try:
@@ -130,10 +170,10 @@ def _load_keras(path: Path, trusted: bool, compile: bool, custom_objects: dict |
 
 
 def _load_h5(path: Path, trusted: bool, compile: bool, custom_objects: dict | None) -> Any:
-    if trusted:
-        safety.h5_configs(str(path))  # "corrupt" vs "refused", and the bounds
-    else:
-        safety.check_model_file(path)
+    configs = safety.h5_configs(str(path))  # "corrupt" vs "refused", and the bounds
+    _keras_hub_classes(configs, path, trusted)
+    for config in configs if not trusted else ():
+        safety.check_config(config, str(path))  # what check_model_file does, read once
     import keras
 
     def load(compile_now: bool) -> Any:

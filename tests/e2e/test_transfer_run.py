@@ -53,6 +53,10 @@ def test_two_stages_in_one_run_and_reload(image_folder, monkeypatch):
     run = kk.train(image_folder / "r.yaml", verbose=0)
     assert _stages(run.path) == [1, 1, 2, 2]
     assert (run.path / "stage1.json").is_file() and (run.path / "features" / "train").is_dir()
+    # Grad-CAM through the nested backbone's last convolution, on a real transfer run
+    assert (run.path / "gradcam.png").stat().st_size > 1000
+    assert "](gradcam.png)" in (run.path / "report.md").read_text()
+    assert main(["evaluate", str(run.path), "--tta", "-1"]) == 2  # refused, not a traceback
     # the saved model is the whole model: raw 0-255 images in
     x = np.stack([np.asarray(Image.open(p).resize((32, 32)), "float32")
                   for p in sorted((image_folder / "imgs" / "class0").glob("*.png"))[:4]])  # fmt: skip
@@ -73,9 +77,12 @@ def _mock_flowers(*args):
 
 
 def test_check_prints_trainable_per_stage(capsys):
-    assert _mock_flowers("--set", "model.transfer.weights=none") == 0
+    assert _mock_flowers("--set", "model.transfer.weights=none",
+                         "--set", "model.transfer.fine_tune.lr_mult=10") == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "stage 1" in out and "stage 2" in out and "block5_conv1" in out
+    # the rates each group would train at, as training computes them
+    assert "learning rates: backbone part 1 of 2 1e-0" in out and ", head " in out
 
 
 @pytest.mark.slow

@@ -68,7 +68,10 @@ def test_one_sgd_step_moves_each_group_by_its_own_rate(model):
 def test_per_group_optimizer_survives_a_keras_file(model, tmp_path):
     groups = layer_groups(model, 3)
     rates = spread(1e-3, 10, 3)
-    model.compile(grouped_optimizer(lambda r: keras.optimizers.Adam(r), groups, rates), "sparse_categorical_crossentropy")
+    model.compile(
+        grouped_optimizer(lambda r: keras.optimizers.Adam(r), groups, rates),
+        "sparse_categorical_crossentropy",
+    )
     x = np.zeros((2, 32, 32, 3), "float32")
     model.fit(x, np.array([0, 1]), epochs=1, verbose=0)
     model.save(tmp_path / "m.keras")
@@ -87,14 +90,18 @@ def test_one_cycle_warms_up_then_anneals():
 
 
 def test_short_form_resolves_to_fastais_fine_tune():
-    spec = resolve_transfer({"backbone": "mobilenetv2", "weights": "none", "fine_tune": {"base_lr": 2e-3, "epochs": 3}})
+    spec = resolve_transfer(
+        {"backbone": "mobilenetv2", "weights": "none", "fine_tune": {"base_lr": 2e-3, "epochs": 3}}
+    )
     assert spec["fine_tune"] == {
         "unfreeze": "all", "batchnorm": "frozen", "learning_rate": 1e-3, "epochs": 3,
         "base_lr": 2e-3, "freeze_epochs": 1, "lr_mult": 100.0, "groups": 3, "schedule": "one_cycle",
     }  # fmt: skip
     assert resolve_transfer(spec) == spec  # it round-trips
     # the long form without the new keys resolves as before (fingerprints of old runs hold)
-    old = resolve_transfer({"backbone": "vgg16", "weights": "none", "fine_tune": {"unfreeze_blocks": 1}})
+    old = resolve_transfer(
+        {"backbone": "vgg16", "weights": "none", "fine_tune": {"unfreeze_blocks": 1}}
+    )
     assert set(old["fine_tune"]) == {"unfreeze_from", "unfreeze_blocks", "learning_rate", "epochs"}
 
 
