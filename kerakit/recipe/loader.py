@@ -24,6 +24,7 @@ from kerakit.recipe.fingerprint import RESUME_SECTIONS, fingerprint
 from kerakit.recipe.model import resolve_model
 from kerakit.recipe.output import resolve_output
 from kerakit.recipe.reader import dump_yaml, load_yaml
+from kerakit.recipe.search import resolve_search
 from kerakit.recipe.train import resolve_train
 from kerakit.recipe.usercode import import_code, resolve_imports
 
@@ -38,6 +39,7 @@ TOP_KEYS = [
     "compile",
     "train",
     "output",
+    "search",
 ]
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MAX_NAME = 100  # a folder name; file systems allow 255 bytes, with the timestamp folder below
@@ -217,6 +219,8 @@ def apply_overrides(raw: dict, overrides, positions: dict) -> None:
             if isinstance(part, int):
                 if not isinstance(node, list) or not -len(node) <= part < len(node):
                     raise RecipeError(f"there is no item [{part}] here", file=label, path=where)
+                if isinstance(node[part], str) and path[i + 1] == node[part]:
+                    node[part] = {node[part]: {}}  # a bare layer name -> {Flatten: {}}
                 node = node[part]
             else:
                 if not isinstance(node, dict):
@@ -225,6 +229,8 @@ def apply_overrides(raw: dict, overrides, positions: dict) -> None:
                     )
                 if node.get(part) is None:
                     node[part] = {}
+                elif isinstance(node[part], str) and path[i + 1] == node[part]:
+                    node[part] = {node[part]: {}}  # `optimizer: adam` -> {adam: {}}
                 node = node[part]
         last = path[-1]
         if isinstance(last, int):
@@ -294,4 +300,6 @@ def resolve(
     out["compile"] = resolve_compile_section(raw.get("compile") or {}, where.at("compile"))
     out["train"] = resolve_train(raw.get("train") or {}, where.at("train"))
     out["output"] = resolve_output(raw.get("output") or {}, where.at("output"))
+    if raw.get("search") is not None:  # only when given: a trial's recipe and others as before
+        out["search"] = resolve_search(raw["search"], where.at("search"))
     return out
