@@ -32,7 +32,7 @@ PARQUET_EXTS = (".parquet", ".pq")  # as kerakit.data.tables reads them (that im
 # --------------------------------------------------------------------------- evaluate / predict
 
 
-def _open(run_or_model: str | os.PathLike, trusted: bool):
+def open_run(run_or_model: str | os.PathLike, trusted: bool = False):
     """(model, recipe or None, run folder or None) from a run folder or a model file."""
     from kerakit.saving import load_model
 
@@ -76,7 +76,9 @@ def evaluate(
     from kerakit.data import load_data
     from kerakit.recipe.data import resolve_data
 
-    model, recipe, folder = _open(getattr(run_or_model, "path", run_or_model), trusted)
+    model, recipe, folder = open_run(getattr(run_or_model, "path", run_or_model), trusted)
+    if tta < 0:
+        raise DataError(f"--tta is a number of augmented passes, 0 or more; got {tta}")
     if tta:
         from kerakit.training.interpret import check_tta
 
@@ -146,7 +148,7 @@ def _check_input_shape(model, got, source: str) -> None:
         )
 
 
-def _read_inputs(files: list[str], model, recipe: Recipe | None, folder: Path | None = None
+def read_inputs(files: list[str], model, recipe: Recipe | None, folder: Path | None = None
                  ) -> tuple[Any, list[str]]:  # fmt: skip
     """Raw inputs from image files, .npy/.npz or .csv, and a label per row.
 
@@ -255,25 +257,26 @@ def _read_csv_features(path: Path, recipe: Recipe | None) -> np.ndarray:
 
 def predict(run_or_model: str | os.PathLike, x: Any, *, trusted: bool = False) -> np.ndarray:
     """Predictions of a run folder (or model file) on raw inputs, preprocessed as in training."""
-    model, recipe, folder = _open(run_or_model, trusted)
-    return _predict(model, recipe, folder, x)
+    model, recipe, folder = open_run(run_or_model, trusted)
+    return np.asarray(model.predict(model_inputs(model, recipe, folder, x), verbose=0))
 
 
-def _predict(model, recipe, folder, x):
+def model_inputs(model, recipe: Recipe | None, folder: Path | None, x: Any) -> Any:
+    """Raw inputs (a batch) as the model takes them, prepared as in training (`kerakit serve`)."""
     if recipe is not None and text_input(recipe["data"]):
         from kerakit.data.text import as_texts
 
-        return np.asarray(model.predict(as_texts(x), verbose=0))  # the model vectorizes them
+        return as_texts(x)  # the model vectorizes them
     if recipe is not None and table_features(recipe["data"]):
         from kerakit.data.features import ordered
 
-        return np.asarray(model.predict(ordered(x, model), verbose=0))
+        return ordered(x, model)
     if recipe is not None:
         from kerakit.data import prepare_inputs
 
         stats = read_json(folder / NORMALIZATION_FILE) or None if folder else None
         x = prepare_inputs(x, recipe["data"], stats, batched=True)
-    return np.asarray(model.predict(x, verbose=0))
+    return x
 
 
 def predict_files(run_or_model, inputs: list[str], *, output: str | None = None, top: int = 3,
@@ -284,18 +287,24 @@ def predict_files(run_or_model, inputs: list[str], *, output: str | None = None,
     a model that takes strings, beside or instead of files."""
     if not inputs and not texts:
         raise DataError('nothing to predict: give input files, or --text "..." for a text model')
-    model, recipe, folder = _open(run_or_model, trusted)
+    model, recipe, folder = open_run(run_or_model, trusted)
     from kerakit.data.text import predict_texts, takes_text
 
     if texts or takes_text(model):  # raw strings: .txt files, a CSV's text column, --text
         x, labels = predict_texts(inputs, texts or [], model, recipe["data"] if recipe else None)
     else:
-        x, labels = _read_inputs(inputs, model, recipe, folder)
-    probs = _predict(model, recipe, folder, x)
+        x, labels = read_inputs(inputs, model, recipe, folder)
+    probs = np.asarray(model.predict(model_inputs(model, recipe, folder, x), verbose=0))
     if _outputs_are_arrays(model):  # image-to-image: images or a .npy, not numbers per line
         from kerakit.report.outputs import write_outputs
 
         return write_outputs(np.asarray(probs), labels, output, print_fn=print_fn)
+    return prediction_rows(probs, labels, recipe, folder, top=top, print_fn=print_fn, output=output)
+
+
+def prediction_rows(probs, labels: list[str], recipe: Recipe | None, folder: Path | None, *,
+                    top: int = 3, print_fn=print, output: str | None = None) -> list[dict]:  # fmt: skip
+    """A row per input: what `kerakit predict` prints and writes (`output`), `kerakit serve` answers."""
     names = None
     if folder is not None and (folder / CLASSES_FILE).is_file():
         names = read_json(folder / CLASSES_FILE)

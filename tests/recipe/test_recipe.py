@@ -248,10 +248,10 @@ BAD = [
     ),
     (
         "bad_format",
-        BASE_DATA + "model: {sequential: [Flatten]}\noutput: {formats: [keras, onnx]}\n",
+        BASE_DATA + "model: {sequential: [Flatten]}\noutput: {formats: [keras, onnxx]}\n",
         "3:27",
         "output.formats[1]",
-        "unknown format 'onnx'",
+        "unknown format 'onnxx'",
     ),
     (
         "name_escapes",
