@@ -10,10 +10,12 @@ from kerakit.recipe import schema as S
 from kerakit.recipe.callbacks import resolve_callbacks
 
 TRAIN_KEYS = [
-    "epochs", "callbacks", "distribute", "precision", "tpu", "verbose", "class_weight",
+    "epochs", "callbacks", "distribute", "precision", "tpu", "verbose", "class_weight", "tracking",
 ]  # fmt: skip
 DISTRIBUTE = ["none", "mirrored", "multi_worker", "tpu"]
 PRECISION = ["auto", "float32", "mixed_bfloat16", "mixed_float16"]
+# train.tracking: each tracker's options (kerakit.training.tracking feeds them from a run).
+TRACKERS = {"tensorboard": [], "mlflow": ["tracking_uri", "experiment"]}
 
 
 def resolve_train(section: Any, where: Where) -> dict:
@@ -62,4 +64,32 @@ def resolve_train(section: Any, where: Where) -> dict:
                 by_index[index] = S.check_number(v, where.at("class_weight", k), minimum=0)
             cw = by_index
         out["class_weight"] = copy.deepcopy(cw)
+    if section.get("tracking") is not None:  # recorded only when set: older recipes unchanged
+        out["tracking"] = resolve_tracking(section["tracking"], where.at("tracking"))
+    return out
+
+
+def resolve_tracking(value: Any, where: Where) -> dict:
+    """`train.tracking` as {tracker: {option: value}}, from a name, a list of names (or of
+    one-key mappings) or a mapping: `mlflow`, `[tensorboard, mlflow]`,
+    `{mlflow: {tracking_uri: http://host:5000, experiment: digits}}`."""
+    items: list = value if isinstance(value, list) else [value]
+    if isinstance(value, dict):
+        items = [{k: v} for k, v in value.items()]
+    out: dict = {}
+    for i, item in enumerate(items):
+        at = where.at(i) if isinstance(value, list) else where
+        if isinstance(item, dict) and len(item) == 1:
+            ((name, options),) = item.items()
+        elif isinstance(item, str):
+            name, options = item, {}
+        else:
+            raise at.error(f"expected a tracker name ({', '.join(TRACKERS)}) or "
+                           f"{{name: {{options}}}}, got {S.show(item)}")  # fmt: skip
+        S.check_choice(name, TRACKERS, at, "tracker")
+        options = {} if options is None else S.check_mapping(options, at.at(name))
+        S.check_keys(options, TRACKERS[name], at.at(name), section=f"tracking.{name}")
+        for key, option in options.items():
+            S.check_str(option, at.at(name, key))
+        out[name] = dict(options)
     return out

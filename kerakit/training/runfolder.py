@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from kerakit._files import read_json, write_json
-from kerakit.errors import ResumeError
+from kerakit.errors import ResumeError, TrainingDiverged, TrainingInterrupted
 from kerakit.recipe import Recipe
 from kerakit.recipe.data import data_path, source_kind
 from kerakit.recipe.fingerprint import changed_sections, refuse_resume
@@ -51,6 +51,17 @@ LOCK_FILE = ".lock"  # held by the process training in the folder
 def write_run_json(path: Path, value: Any) -> None:
     """Write one of a run folder's JSON files (NumPy values as plain numbers)."""
     write_json(path, value)
+
+
+def failure(exc: BaseException) -> dict:
+    """What run.json records of a run that raised `exc`: `diverged`, or `interrupted` (which
+    a later `kerakit train` resumes), with the error when it was neither a stop nor a
+    divergence (`kerakit runs` lists that run as failed)."""
+    if isinstance(exc, TrainingDiverged):
+        return {"status": "diverged"}
+    if isinstance(exc, (TrainingInterrupted, KeyboardInterrupt, SystemExit)):
+        return {"status": "interrupted"}
+    return {"status": "interrupted", "error": f"{type(exc).__name__}: {exc}"[:500]}
 
 
 def kept_recipe(recipe: Recipe) -> dict:
@@ -86,15 +97,24 @@ def _stored_recipe(path: Path) -> dict:
 
 
 def run_folder(recipe: Recipe, *, resume: str | os.PathLike | None = None, new: bool = False,
-               print_fn=print, create: bool = True) -> tuple[Path, bool]:  # fmt: skip
+               print_fn=print, create: bool = True,
+               at: str | os.PathLike | None = None) -> tuple[Path, bool]:  # fmt: skip
     """The run folder to use and whether it resumes an interrupted run.
 
-    With `resume`, that folder (its recipe must match). Otherwise the newest
+    With `resume`, that folder (its recipe must match). With `at`, exactly that
+    folder: resumed when it holds a run, else made. Otherwise the newest
     unfinished run of the same recipe is resumed (unless `new`), else a new
     folder ``output.dir/NAME/YYYYmmdd-HHMMSS`` is made.
     """
     base = Path(recipe["output"]["dir"]) / recipe.name
     check_output_dir(recipe)
+    if at is not None and not (Path(at) / RUN_FILE).is_file():
+        try:
+            Path(at).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ResumeError(f"cannot make the run folder {at}: {exc.strerror or exc}") from None
+        return Path(at), False
+    resume = at if at is not None else resume
     if resume is not None:
         path = Path(resume)
         info = read_json(path / RUN_FILE)
