@@ -51,6 +51,9 @@ _LAZY = {
     # runs
     "train": "kerakit.training.run",
     "check": "kerakit.training.run",
+    "lr_find": "kerakit.training.lr_find",
+    "search": "kerakit.search",
+    "load_run": "kerakit.runs",
     "evaluate": "kerakit.inference",
     "predict": "kerakit.inference",
     "Run": "kerakit.training.run",

@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--new", action="store_true", help="start a new run even if an unfinished one exists"
     )
+    t.add_argument("--run-dir", metavar="DIR",
+                   help="train in exactly this folder (a new run, or the one it holds resumed)")  # fmt: skip
     t.add_argument(
         "--workers",
         metavar="HOST:PORT,...",
@@ -175,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_status", 2)  # 2: bad input; 1: e.g. an export's parity gate
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -286,7 +288,8 @@ def _dispatch(args, argv) -> int:
         recipe = load_recipe(args.recipe, overrides=overrides)
         from kerakit.training.run import train
 
-        run = train(recipe, resume=args.resume, new=args.new, command=["kerakit", *argv])
+        run = train(recipe, resume=args.resume, new=args.new, run_dir=args.run_dir,
+                    command=["kerakit", *argv])  # fmt: skip
         print(f"run folder: {run.path}")
         return 0
     if cmd == "evaluate":

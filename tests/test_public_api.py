@@ -11,7 +11,8 @@ PUBLIC = {
     "TrainingInterrupted", "TrainingDiverged", "strip_augmentation", "set_stage",
     "load_recipe", "Recipe", "build_model", "compile_model", "infer_preset", "PRESETS",
     "load_data", "make_pipeline", "DataBundle", "augmentation", "Augmentation", "transfer_model",
-    "make_callbacks", "train", "check", "evaluate", "predict", "Run", "save_model", "load_model",
+    "make_callbacks", "train", "check", "lr_find", "search", "load_run", "evaluate", "predict",
+    "Run", "save_model", "load_model",
     "plot_history", "plot_confusion", "show_errors", "show_batch", "save_figure",
     "classification_report", "confusion_matrix",
 }  # fmt: skip

@@ -13,7 +13,8 @@ import importlib
 from types import ModuleType
 
 # The modules, in the order `kerakit --help` lists them.
-MODULES: tuple[str, ...] = ("weights",)
+MODULES: tuple[str, ...] = ("weights", "lr_find", "search", "export", "serve",
+                            "runs", "diff", "reproduce")  # fmt: skip
 
 
 def commands() -> dict[str, ModuleType]:

@@ -45,6 +45,9 @@ class LearningRateLog(keras.callbacks.Callback):
 def set_seeds(recipe: Recipe) -> None:
     import tensorflow as tf
 
+    # Indexing Keras's names the first time makes Keras objects that draw random numbers:
+    # done before seeding, the first run on a fresh cache starts from the same weights.
+    ensure_index()
     if recipe["seed"] is not None:
         keras.utils.set_random_seed(recipe["seed"])
     if recipe["deterministic"]:
@@ -61,13 +64,25 @@ def precision_policy(recipe: Recipe) -> tuple[str, str]:
     if tf.config.list_physical_devices("GPU"):
         # Unmeasured on GPUs so far (benchmarks/README.md); stay exact until it is.
         return "float32", "auto: GPU figures are unmeasured, float32 kept"
-    if "transfer" in recipe["model"] and _cpu_has_bf16():
-        # Measured faster on a bf16-capable CPU (docs/transfer.md, docs/performance.md).
-        return (
-            "mixed_bfloat16",
-            "auto: a transfer backbone on a CPU with bf16 instructions, measured 3-7x faster",
+    backbone = (recipe["model"].get("transfer") or {}).get("backbone")
+    if isinstance(backbone, str) and _cpu_has_bf16():
+        if backbone.startswith(BF16_FASTER):
+            # Measured faster on a bf16-capable CPU (benchmarks/README.md: transfer precision).
+            return (
+                "mixed_bfloat16",
+                f"auto: {backbone} on a CPU with bf16 instructions, measured 1.5-6x faster",
+            )
+        return "float32", (
+            f"auto: float32 ({backbone}'s depthwise convolutions and BatchNorm measured slower "
+            "in bfloat16 on this kind of CPU; precision: mixed_bfloat16 to try it)"
         )
     return "float32", "auto: float32 on CPU (mixed precision only where measured faster)"
+
+
+# Backbones of dense convolutions, measured faster in mixed_bfloat16 on a CPU with bf16
+# instructions (VGG16 5.8x forward, 4.6x stage 2; ResNet50 1.7x, 1.45x); MobileNetV2 and
+# EfficientNetB0 measured slower (0.7x, 0.86x): benchmarks/transfer_precision.py.
+BF16_FASTER = ("vgg", "resnet")
 
 
 def _cpu_has_bf16() -> bool:
@@ -83,7 +98,49 @@ def make_strategy_for(recipe: Recipe):
     return make_strategy(recipe["train"], where=recipe.where.at("train"))
 
 
-def build_compiled(recipe: Recipe, bundle, *, strategy=None, callbacks=(), compile_args=None):
+def build_compiled(recipe: Recipe, bundle, **kwargs):
+    """Build and compile the recipe's model; returns (model, resolved compile section,
+    policy, notes). See `_build_compiled`; `learning_rate: auto` compiles with the
+    optimizer's default rate for now and stays `auto` in the resolved compile section (so
+    in the run's fingerprint) until `lr_find.learning_rate_for_run` finds it."""
+    given = (kwargs.get("compile_args") or {}).get("optimizer")
+    optimizer = given if given is not None else recipe["compile"].get("optimizer")
+    if not is_auto(optimizer):
+        return _build_compiled(recipe, bundle, **kwargs)
+    if given is not None:
+        kwargs["compile_args"] = {**kwargs["compile_args"], "optimizer": with_rate(given, None)}
+    else:
+        section = {**recipe["compile"], "optimizer": with_rate(optimizer, None)}
+        recipe = recipe.replace("compile", section)
+    model, section, policy, notes = _build_compiled(recipe, bundle, **kwargs)
+    section["optimizer"] = with_rate(section["optimizer"], "auto")
+    notes.append(f"compile.optimizer.{optimizer_name(optimizer)}.learning_rate: auto (found when training, "
+                 "before the first epoch: a sweep, then probe runs; kerakit lr-find shows it)")  # fmt: skip
+    return model, section, policy, notes
+
+
+def is_auto(optimizer: Any) -> bool:
+    """Whether an optimizer {name: {learning_rate: auto, ...}} leaves its rate to lr_find."""
+    if not (isinstance(optimizer, Mapping) and len(optimizer) == 1):
+        return False
+    args = next(iter(optimizer.values()))
+    return isinstance(args, Mapping) and args.get("learning_rate") == "auto"
+
+
+def optimizer_name(optimizer: Any) -> str:
+    return optimizer if isinstance(optimizer, str) else str(next(iter(optimizer)))
+
+
+def with_rate(optimizer: Any, lr: Any) -> Any:
+    """The optimizer with `lr` as its learning rate (in place of a number, `auto` or a
+    schedule); with None, without one (the optimizer's default)."""
+    name = optimizer_name(optimizer)
+    args = {} if isinstance(optimizer, str) else dict(optimizer[name] or {})
+    args.pop("learning_rate", None)
+    return {name: args if lr is None else {**args, "learning_rate": lr}}
+
+
+def _build_compiled(recipe: Recipe, bundle, *, strategy=None, callbacks=(), compile_args=None):
     """Build and compile the recipe's model; returns (model, resolved compile section, notes).
 
     `callbacks` are the callback objects given from Python: one that works per batch

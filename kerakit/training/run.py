@@ -21,7 +21,8 @@ import numpy as np
 
 from kerakit._files import write_text
 from kerakit.data import load_recipe_data, to_numpy
-from kerakit.errors import DataError, TrainingDiverged
+from kerakit.errors import DataError
+from kerakit.export import after_training, saved_formats
 from kerakit.models.transfer import format_stage_report, stage_report
 from kerakit.recipe import Recipe, load_recipe
 from kerakit.recipe.compile import takes_logits
@@ -32,10 +33,13 @@ from kerakit.training.build import (
     check_data_fits,
     make_strategy_for,
     resolved_recipe,
+    schedule_steps,
     set_seeds,
 )
 from kerakit.training.distribute import describe_strategy, is_chief, remove_worker_dir, worker_dir
 from kerakit.training.fit import check_callbacks, finish, fit
+from kerakit.training.lr_find import learning_rate_for_run
+from kerakit.training.provenance import provenance
 from kerakit.training.runfolder import (
     CLASSES_FILE,
     CODE_FILE,
@@ -48,11 +52,16 @@ from kerakit.training.runfolder import (
     check_output_dir,
     clean_partial_writes,
     environment,
+    failure,
     kept_recipe,
     read_json,
     run_folder,
     write_run_json,
 )
+from kerakit.training.space import check_search
+from kerakit.training.tracking import check_trackers, tracking
+from kerakit.training.transfer import stage_plan
+from kerakit.training.trial import trial_callbacks
 
 # --------------------------------------------------------------------------- the Run object
 
@@ -200,6 +209,11 @@ def check(recipe: Recipe | str | Mapping, *, overrides=None, print_fn=print) -> 
         print_fn(
             format_stage_report(stage_report(model, recipe["model"]["transfer"].get("fine_tune")))
         )
+        per_epoch = schedule_steps(recipe, bundle)["per_epoch"] or 1
+        for line in stage_plan(resolved if bundle is not None else recipe, model, per_epoch):
+            print_fn(line)
+    if "search" in recipe:  # the space, and the model at its corners
+        check_search(recipe, bundle, print_fn=print_fn)
     print_fn(f"recipe OK: {recipe.file or recipe.name}")
     return model
 
@@ -218,6 +232,7 @@ def train(
     overrides=None,
     resume: str | os.PathLike | None = None,
     new: bool = False,
+    run_dir: str | os.PathLike | None = None,
     verbose: int | str | None = None,
     command: list[str] | None = None,
     callbacks: list | None = None,
@@ -241,6 +256,8 @@ def train(
         overrides: more ``KEY=VALUE`` overrides, as ``--set`` takes.
         resume: a run folder to resume; by default the newest interrupted run
             of the same recipe is resumed, unless `new` is true.
+        run_dir: train in exactly this folder: a new run there, or the run it holds
+            resumed (`kerakit search` gives each trial its folder this way).
         verbose: Keras's fit verbosity (default: the recipe's, "auto").
         callbacks: more Keras callback objects, run after the recipe's own.
         optimizer, loss, metrics: replace the recipe's ``compile.optimizer``,
@@ -288,13 +305,17 @@ def train(
     if bundle.spec:
         resolved = resolved.replace("data", bundle.spec)  # every "auto" of the data made concrete
     check_data_fits(resolved, model, bundle)  # before any run folder is made
+    check_trackers(resolved)  # train.tracking's packages, too
     chief = is_chief(strategy)
-    path, resuming = run_folder(resolved, resume=resume, new=new, print_fn=print_fn, create=chief)
+    path, resuming = run_folder(resolved, resume=resume, new=new, print_fn=print_fn, create=chief,
+                                at=run_dir)  # fmt: skip
     lock = RunLock(path).acquire() if chief else None  # one trainer per run folder
     path = worker_dir(path, strategy)  # other workers write to a temporary folder (TF's guide)
     try:
-        return _train_in(resolved, model, bundle, path, resuming, strategy, policy, command, verbose, print_fn,
-                         list(callbacks or []))  # fmt: skip
+        extra = [*(callbacks or []), *trial_callbacks(path)]  # a search trial reports its epochs
+        with tracking(resolved, path, enabled=chief) as trackers:  # TensorBoard, MLflow
+            return _train_in(resolved, model, bundle, path, resuming, strategy, policy, command,
+                             verbose, print_fn, [*extra, *trackers])  # fmt: skip
     finally:
         if lock is not None:
             lock.release()
@@ -321,7 +342,9 @@ def _train_in(
         write_run_json(path / CODE_FILE, {"code": resolved.code})
     info = read_json(path / RUN_FILE) if resuming else {}
     info.update(status="running", fingerprint=resolved.fingerprint(), name=resolved.name,
-                started=info.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S"))  # fmt: skip
+                started=info.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S"),
+                provenance=provenance(resolved, bundle))  # fmt: skip
+    info.pop("error", None)
     write_run_json(path / RUN_FILE, info)
     write_text(path / RECIPE_FILE, dump_yaml(kept_recipe(resolved)))
     write_run_json(path / ENV_FILE, environment(resolved, command, policy, strategy))
@@ -333,14 +356,20 @@ def _train_in(
         write_run_json(path / INPUTS_FILE, {"value_range": bundle.value_range})
 
     try:
+        # learning_rate: auto -> lr_find here; run.json's fingerprint keeps "auto" (resume)
+        resolved = learning_rate_for_run(resolved, model, bundle, path, strategy=strategy,
+                                         print_fn=print_fn)  # fmt: skip
         history = fit(
             resolved, model, bundle, path, strategy, verbose=verbose, print_fn=print_fn, extra=extra
         )
     except BaseException as exc:
-        info["status"] = "diverged" if isinstance(exc, TrainingDiverged) else "interrupted"
+        info.update(failure(exc))  # diverged, interrupted (resumable), or with the error
         write_run_json(path / RUN_FILE, info)
         raise
-    metrics = finish(resolved, model, bundle, path, history, strategy=strategy, print_fn=print_fn)
+    metrics = finish(saved_formats(resolved), model, bundle, path, history, strategy=strategy,
+                     print_fn=print_fn)  # fmt: skip
     info.update(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
     write_run_json(path / RUN_FILE, info)
+    if is_chief(strategy):  # output.formats onnx/litert/savedmodel: exported and checked
+        after_training(resolved, path, print_fn=print_fn)  # ExportGateFailed: the run stays
     return Run(path, resolved, model, history, metrics, bundle.class_names, data=bundle)
