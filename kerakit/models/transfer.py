@@ -62,7 +62,7 @@ def transfer_model(
     backbone: str | Mapping,
     classes: int,
     input_shape: Sequence[int] = (224, 224, 3),
-    weights: str | None = None,
+    weights: str | None = "default",
     head: Mapping | None = None,
     activation: str | None = None,
     *,
@@ -81,8 +81,9 @@ def transfer_model(
             ...; or ``{"keras_hub": DIR}``, a KerasHub preset directory (`kerakit.models.hub`).
         classes: number of classes (1 or 2 with no preset: one sigmoid unit, binary).
         input_shape: ``(height, width, 3)``, at least 32x32.
-        weights: ``"imagenet"`` (the default), ``"none"`` or the path to a weights file;
-            for a KerasHub preset ``"preset"`` (the default) or ``"none"``.
+        weights: ``"imagenet"`` (the default), ``"none"`` (or None, as in Keras: random
+            weights) or the path to a weights file; for a KerasHub preset ``"preset"``
+            (the default) or ``"none"``.
         head: ``{pooling: avg|max|flatten, dense: [units, ...], dropout: rate}``, or a
             list of Keras layers applied to the backbone's output in order (the last
             one is the output; ``classes``, ``activation`` and ``preset`` then unused).
@@ -99,9 +100,10 @@ def transfer_model(
         (None, 5)
     """
     section = {"backbone": backbone, "input_shape": list(input_shape)}
-    section.update(
-        {k: v for k, v in [("weights", weights), ("preprocess", preprocess)] if v is not None}
-    )
+    if weights != "default":  # None: random weights, as Keras's weights=None
+        section["weights"] = weights
+    if preprocess is not None:
+        section["preprocess"] = preprocess
     if isinstance(head, list):  # layers of your own: the last one is the output
         spec = resolve_transfer(section, where)
         x, inputs, _ = _trunk(spec, where)

@@ -119,7 +119,7 @@ def test_objects_given_to_train_replace_the_recipes_and_are_recorded(tmp_path):
     assert again.optimizer.get_config()["learning_rate"] == optimizer.get_config()["learning_rate"]
     # a name given in Python is checked as the recipe's, and said to come from Python
     with pytest.raises(RecipeError, match=r"^kk\.train\(optimizer=\.\.\.\): compile\.optimizer\."
-                       r"adam\.learning_rate: expected a number"):  # fmt: skip
+                       r"adam\.learning_rate: expected a positive number"):  # fmt: skip
         kk.train(_recipe(tmp_path), optimizer={"adam": {"learning_rate": "fast"}}, verbose=0)
 
 
