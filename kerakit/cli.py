@@ -7,6 +7,12 @@
     kerakit augment RECIPE --preview out.png
     kerakit smoke RECIPE_OR_FOLDER... [--steps N] [--batches N] [--set KEY=VALUE ...]
     kerakit list presets|bundles|backbones|augment
+    kerakit weights fetch|add|list|verify ...      (kerakit/commands/: one module each)
+    kerakit lr-find RECIPE
+    kerakit search RECIPE [--workers N] [--join STORAGE]
+    kerakit export RUN [--format savedmodel,onnx,litert] [--quantize int8]
+    kerakit serve RUN [--port N]
+    kerakit runs [DIR] | diff RUN_A RUN_B | reproduce RUN
 
 A mistake in the input (a bad recipe, a missing file, a corrupt model, a full
 disk) exits with status 2 and one clear message; `--debug` shows the traceback
