@@ -6,8 +6,10 @@ metrics, pictures) and the study's storage. This runs a search of a few trials t
 train for about `--fit-seconds` (30 s by default, the issue's figure; the epochs are
 calibrated first) and splits each trial's wall time, measured by the worker, into:
 
-- start-up: from the worker's spawn to the first batch (interpreter, imports, data,
-  model build and compile), with the bare `import kerakit.cli, tensorflow` beside it;
+- start-up: from the trial's start (handed to a process that has imported TensorFlow
+  while the previous trial trained: `kerakit.search.launch`) to the first batch (data,
+  model build and compile), with the bare `import kerakit.cli, tensorflow` beside it,
+  which the first trial pays and later ones do not;
 - fit: Keras's `fit` (what the trial is for);
 - finish: after fit (test metrics, saving the model, the run folder's pictures and report,
   the study's storage).
@@ -61,6 +63,7 @@ def _import_time() -> float:
 
 
 def _run(folder: Path, epochs: int, trials: int) -> list[dict]:
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "s.yaml").write_text(RECIPE.format(epochs=epochs, trials=trials))
     subprocess.run([sys.executable, "-m", "kerakit.cli", "search", "s.yaml"], cwd=folder,
                    env=ENV, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
@@ -80,8 +83,9 @@ def main() -> int:
     args = p.parse_args()
     target, trials = (5.0, 2) if args.quick else (args.fit_seconds, args.trials)
     with tempfile.TemporaryDirectory() as tmp:
-        calib = _run(Path(tmp) / "calibrate", 3, 1)[0]  # seconds per epoch, then the epochs
-        per_epoch = calib["fit_s"] / 3
+        # seconds per epoch, less the first epoch's tracing: two short searches, 5 and 25 epochs
+        short, long = (_run(Path(tmp) / f"calibrate{n}", n, 1)[0]["fit_s"] for n in (5, 25))
+        per_epoch = max(1e-3, (long - short) / 20)
         epochs = max(1, round(target / per_epoch))
         rows = _run(Path(tmp) / "search", epochs, trials)
     bare = statistics.median(_import_time() for _ in range(3))

@@ -1,7 +1,9 @@
 """A search worker: asks the study for a trial and trains it as a normal run in a process
 of its own (`kerakit train RECIPE --set KEY=VALUE ... --run-dir SEARCH/trial-NNN`), which
 reports each epoch to the study and stops when the pruner says so
-(`kerakit.training.trial`). Nothing of a trial stays in the worker's memory.
+(`kerakit.training.trial`). Nothing of a trial stays in the worker's memory. The next
+trial's process is started while a trial trains (`kerakit.search.launch`): its seconds
+of imports are spent then, not between trials.
 
 A trial's process dies with its worker (Linux: PR_SET_PDEATHSIG), so a worker killed
 with kill -9 leaves an interrupted run folder with its backup, which the retried trial
@@ -36,7 +38,7 @@ from kerakit.search.study import (
     tell,
 )
 
-POLL_S = 0.5
+POLL_S = 0.1
 HISTORY = "history.csv"
 TRIAL_LOG = "trial.log"
 EXIT_BAD_INPUT = 2
@@ -55,6 +57,16 @@ def run_worker(study, spec: dict, command: list[str], folder: Path, url: str, *,
                deadline: float | None, print_fn=print) -> int:  # fmt: skip
     """Runs trials until the study has its trials (or the deadline passes); returns how
     many this worker ran. `command`: `kerakit train RECIPE [--set ...]` as a list."""
+    spares: list[subprocess.Popen] = []
+    try:
+        return _trials(study, spec, command, folder, url, deadline, print_fn, spares)
+    finally:
+        for proc in spares:  # started for a trial that never came
+            proc.kill()
+            proc.wait()
+
+
+def _trials(study, spec, command, folder, url, deadline, print_fn, spares) -> int:
     ran = 0
     target = target_trials(spec)
     while True:
@@ -77,8 +89,10 @@ def run_worker(study, spec: dict, command: list[str], folder: Path, url: str, *,
         resumed = " (resuming)" if number != trial.number else ""
         print_fn(f"trial {trial.number}{resumed}: {shown}")
         op = optuna()
+        proc = spares.pop() if spares else None
+        spares.append(start_spare())  # the next trial's imports, while this one trains
         try:
-            state, value, note = run_trial(trial, command, values, run_dir, spec, url)
+            state, value, note = run_trial(trial, command, values, run_dir, spec, url, proc)
         except KerakitError:  # a metric the run does not log
             tell(study, trial, state=op.trial.TrialState.FAIL)
             raise
@@ -104,29 +118,31 @@ def trial_command(command: list[str], values: dict, run_dir: Path) -> list[str]:
     return [*command, *sets, "--run-dir", str(run_dir)]
 
 
-def run_trial(trial, command: list[str], values: dict, run_dir: Path, spec: dict, url: str):
+def run_trial(trial, command: list[str], values: dict, run_dir: Path, spec: dict, url: str,
+              spare: subprocess.Popen | None = None):  # fmt: skip
     """Trains one trial; returns (complete | pruned | failed, the metric's best value, note).
-    The run reports each epoch to the study itself (`kerakit.training.trial`)."""
+    The run reports each epoch to the study itself (`kerakit.training.trial`). `spare`: a
+    `launch` process that has imported TensorFlow already (else one is started now)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / PRUNED_FILE).unlink(missing_ok=True)  # a resumed trial is judged afresh
     report = {"storage": url, "study": trial.study.study_name, "trial_id": trial._trial_id,
-              "metric": spec["metric"], "pruner": spec["pruner"]}  # fmt: skip
-    report["spawned"] = time.time()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", TRIAL_ENV: json.dumps(report)}
-    with open(run_dir / TRIAL_LOG, "ab") as log:
-        proc = subprocess.Popen(trial_command(command, values, run_dir), stdout=log,
-                                stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent)  # fmt: skip
-        last_beat = time.time()
-        try:
-            while proc.poll() is None:
-                time.sleep(POLL_S)
-                if time.time() - last_beat > HEARTBEAT_S:
-                    beat(trial)
-                    last_beat = time.time()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
+              "metric": spec["metric"], "pruner": spec["pruner"], "spawned": time.time()}  # fmt: skip
+    proc = spare if spare is not None else start_spare()
+    job = {"argv": trial_command(command, values, run_dir)[len(python_kerakit()):],
+           "env": {TRIAL_ENV: json.dumps(report)}, "log": str(run_dir / TRIAL_LOG)}  # fmt: skip
+    last_beat = time.time()
+    try:
+        proc.stdin.write(json.dumps(job) + "\n")
+        proc.stdin.close()
+        while proc.poll() is None:
+            time.sleep(POLL_S)
+            if time.time() - last_beat > HEARTBEAT_S:
+                beat(trial)
+                last_beat = time.time()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     trial.set_user_attr("wall_s", round(time.time() - report["spawned"], 3))
     if (run_dir / PRUNED_FILE).is_file():
         epoch = json.loads((run_dir / PRUNED_FILE).read_text()).get("epoch")
@@ -138,6 +154,15 @@ def run_trial(trial, command: list[str], values: dict, run_dir: Path, spec: dict
     if proc.returncode == 0 and seen:
         return "complete", better(seen), ""
     return "failed", None, f"kerakit train exited {proc.returncode}: see {run_dir / TRIAL_LOG}"
+
+
+def start_spare() -> subprocess.Popen:
+    """A `kerakit.search.launch` process, importing TensorFlow while it waits for a trial."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "kerakit.search.launch"], stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=die_with_parent,
+    )  # fmt: skip
 
 
 def _last_error(log: Path) -> str:
