@@ -7,7 +7,7 @@ train for about `--fit-seconds` (30 s by default, the issue's figure; the epochs
 calibrated first) and splits each trial's wall time, measured by the worker, into:
 
 - start-up: from the trial's start (handed to a process that has imported TensorFlow
-  while the previous trial trained: `kerakit.search.launch`) to the first batch (data,
+  while the previous trial trained: `kerakit.launch`) to the first batch (data,
   model build and compile), with the bare `import kerakit.cli, tensorflow` beside it,
   which the first trial pays and later ones do not;
 - fit: Keras's `fit` (what the trial is for);

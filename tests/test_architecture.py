@@ -36,6 +36,7 @@ STAGES = [
     ("kerakit.pytest_plugin",),
     ("kerakit.commands",),
     ("kerakit.cli",),
+    ("kerakit.launch",),
 ]  # fmt: skip
 # Modules that import no TensorFlow and no Keras (`kerakit check` of a bad recipe, the
 # reports, and `import kerakit` all run before TensorFlow starts).

@@ -2,7 +2,7 @@
 of its own (`kerakit train RECIPE --set KEY=VALUE ... --run-dir SEARCH/trial-NNN`), which
 reports each epoch to the study and stops when the pruner says so
 (`kerakit.training.trial`). Nothing of a trial stays in the worker's memory. The next
-trial's process is started while a trial trains (`kerakit.search.launch`): its seconds
+trial's process is started while a trial trains (`kerakit.launch`): its seconds
 of imports are spent then, not between trials.
 
 A trial's process dies with its worker (Linux: PR_SET_PDEATHSIG), so a worker killed
@@ -157,9 +157,9 @@ def run_trial(trial, command: list[str], values: dict, run_dir: Path, spec: dict
 
 
 def start_spare() -> subprocess.Popen:
-    """A `kerakit.search.launch` process, importing TensorFlow while it waits for a trial."""
+    """A `kerakit.launch` process, importing TensorFlow while it waits for a trial."""
     return subprocess.Popen(
-        [sys.executable, "-m", "kerakit.search.launch"], stdin=subprocess.PIPE,
+        [sys.executable, "-m", "kerakit.launch"], stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=die_with_parent,
     )  # fmt: skip

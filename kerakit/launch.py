@@ -4,7 +4,7 @@ of JSON on stdin: {"argv": [...], "env": {...}, "log": PATH}. It sends its outpu
 the log, sets the environment and runs `kerakit ARGV` as the command line would. An
 empty stdin (the search is over) ends it.
 
-    python -m kerakit.search.launch
+    python -m kerakit.launch
 """
 
 from __future__ import annotations
