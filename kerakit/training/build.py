@@ -328,6 +328,14 @@ def check_data_fits(recipe: Recipe, model, bundle) -> None:
             "a table with data.features saves the FeatureSpace's layers inside the model, and "
             "Keras cannot load those from the legacy h5 format; use keras (or savedmodel)"
         )
+    raw_strings = getattr(bundle, "feature_space", None) is not None or getattr(
+        bundle, "preprocessing", None) is not None  # fmt: skip
+    numbers_only = [f for f in recipe["output"]["formats"] if f in ("onnx", "litert")]
+    if raw_strings and numbers_only:  # what the export at the end of train would refuse
+        raise recipe.where.at("output", "formats").error(
+            f"this model reads raw table columns or text (encoded inside the model), which "
+            f"{' and '.join(numbers_only)} cannot hold; export it as savedmodel"
+        )
     if getattr(bundle, "preprocessing", None) is not None and "h5" in recipe["output"]["formats"]:
         raise recipe.where.at("output", "formats").error(
             "text inputs save their TextVectorization (and its vocabulary) inside the model, "

@@ -211,3 +211,11 @@ def test_a_failing_gate_at_the_end_of_train_keeps_the_run(tmp_path):
     assert (run / "model.keras").is_file()  # keras is kept whenever something is exported
     assert json.loads((run / "run.json").read_text())["status"] == "complete"
     assert not json.loads((run / "export" / "export.json").read_text())["passed"]
+
+
+def test_check_refuses_onnx_for_a_model_that_reads_raw_table_columns(capsys):
+    # what the export at the end of train would refuse, `kerakit check` refuses first
+    recipe = CONFIGS / "heart_features.yaml"
+    assert main(["check", str(recipe), "--set", "output.formats=[keras,onnx]"]) == 2
+    err = capsys.readouterr().err
+    assert "output.formats: this model reads raw table columns" in err and "savedmodel" in err
