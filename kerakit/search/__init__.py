@@ -81,6 +81,10 @@ def search(recipe: str | os.PathLike | Recipe, *, trials: int | None = None,
     if best is None:
         print_fn("search: no trial completed yet")
         return study, None
+    if not (folder / "best.yaml").is_file() or not Path(best.user_attrs["run_dir"]).is_dir():
+        print_fn(f"best: trial {best.number}, {spec['metric']} = {best.value:.6g}, trained "
+                 f"in {best.user_attrs.get('run_dir')} on another machine")  # fmt: skip
+        return study, None
     print_fn(f"best: trial {best.number}, {spec['metric']} = {best.value:.6g}; "
              f"{folder / 'best.yaml'} (kerakit train it as is)")  # fmt: skip
     from kerakit.runs import load_run  # (TensorFlow: only once there is a best run)

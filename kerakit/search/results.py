@@ -68,8 +68,9 @@ def write_results(study, spec: dict, folder: Path) -> dict:
     op = optuna()
     complete = study.get_trials(deepcopy=False, states=(op.trial.TrialState.COMPLETE,))
     best = study.best_trial if complete else None
-    if best is not None:
-        run = Path(best.user_attrs["run_dir"])
+    run = Path(best.user_attrs.get("run_dir", "")) if best is not None else None
+    # (a best trial trained by a worker on another machine has its folder there)
+    if run is not None and (run / RUN_RECIPE).is_file():
         value, _ = load_yaml((run / RUN_RECIPE).read_bytes(), str(run / RUN_RECIPE))
         header = (f"# The best trial ({best.number}) of the search in {folder}: "
                   f"{spec['metric']} = {best.value:.6g}\n# values: {best.params}\n"
