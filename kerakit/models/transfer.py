@@ -20,6 +20,7 @@ Stage 1 can train the head on cached backbone features (`split_for_feature_cache
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping, Sequence
 
@@ -320,9 +321,7 @@ def set_stage(
 
 
 def stage_report(model: keras.Model, fine_tune: Mapping | None = None) -> list[dict]:
-    """Per stage: the trainable layers and the trainable parameter count.
-
-    The model's own trainable flags are left as they were.
+    """Per stage: the trainable layers and parameter counts (the model's flags are kept).
 
     Args:
         model: a model from `transfer_model`.
@@ -335,10 +334,9 @@ def stage_report(model: keras.Model, fine_tune: Mapping | None = None) -> list[d
         named ``backbone/NAME``; the BatchNorm counts are the backbone's layers.
     """
     base, _, head = transfer_parts(model)
-    saved = [(layer, layer.trainable) for layer in [base, *base.layers, *head]]
     stages = [1] if not fine_tune else [1, 2]
     report = []
-    try:
+    with trainable_kept(model):
         for stage in stages:
             set_stage(model, stage, **(stage_args(fine_tune) if stage == 2 else {}))
             layers = [layer.name for layer in base.layers if layer.trainable_weights]
@@ -357,10 +355,19 @@ def stage_report(model: keras.Model, fine_tune: Mapping | None = None) -> list[d
                     "batchnorm_layers": len(bn),
                 }
             )
+    return report
+
+
+@contextlib.contextmanager
+def trainable_kept(model: keras.Model):
+    """The backbone's, its layers' and the head's trainable flags put back on leaving."""
+    base, _, head = transfer_parts(model)
+    saved = [(layer, layer.trainable) for layer in [base, *base.layers, *head]]
+    try:
+        yield model
     finally:
         for layer, flag in saved:  # the backbone first: its setter cascades to its layers
             layer.trainable = flag
-    return report
 
 
 def _count(weights) -> int:

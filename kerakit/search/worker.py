@@ -12,7 +12,6 @@ resumes (`study.reclaim_stale`).
 
 from __future__ import annotations
 
-import csv
 import ctypes
 import fcntl
 import json
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from kerakit.errors import KerakitError
 from kerakit.recipe.search import PRUNED_FILE, TRIAL_ENV, grid_values
+from kerakit.report.history import HISTORY_FILE, history_columns
 from kerakit.search.study import (
     HEARTBEAT_S,
     beat,
@@ -39,7 +39,6 @@ from kerakit.search.study import (
 )
 
 POLL_S = 0.1
-HISTORY = "history.csv"
 TRIAL_LOG = "trial.log"
 EXIT_BAD_INPUT = 2
 
@@ -150,7 +149,8 @@ def run_trial(trial, command: list[str], values: dict, run_dir: Path, spec: dict
     if proc.returncode == EXIT_BAD_INPUT:  # the recipe at these values: the search stops
         raise KerakitError(f"trial {trial.number}: {_last_error(run_dir / TRIAL_LOG)}")
     better = max if spec["direction"] == "maximize" else min
-    seen = [v for v in (_value(r, spec["metric"]) for r in _history(run_dir)) if v is not None]
+    logged = history_columns(run_dir / HISTORY_FILE).get(spec["metric"], [])
+    seen = [v for v in logged if isinstance(v, float) and math.isfinite(v)]
     if proc.returncode == 0 and seen:
         return "complete", better(seen), ""
     return "failed", None, f"kerakit train exited {proc.returncode}: see {run_dir / TRIAL_LOG}"
@@ -169,22 +169,6 @@ def _last_error(log: Path) -> str:
     lines = log.read_text(errors="replace").splitlines()
     errors = [line for line in lines if line.startswith("error: ")]
     return errors[-1][7:] if errors else f"kerakit train failed: see {log}"
-
-
-def _history(run_dir: Path) -> list[dict]:
-    try:
-        with open(run_dir / HISTORY, newline="") as f:
-            return list(csv.DictReader(f))
-    except (OSError, csv.Error):
-        return []
-
-
-def _value(row: dict, metric: str) -> float | None:
-    try:
-        value = float(row[metric])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 def die_with_parent() -> None:  # in the child, before exec

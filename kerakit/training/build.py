@@ -300,6 +300,19 @@ def _with_augmentation_inside(recipe: Recipe, model, aug):
     return keras.Model(inputs, model(aug.layer()(inputs)), name=model.name)
 
 
+def build_for_run(recipe: Recipe, bundle, strategy, **kwargs):
+    """What `train` and `lr_find` do before training: the model built and compiled in the
+    strategy's scope, the recipe resolved (every "auto" of the data made concrete), and the
+    data/model mismatches refused. Returns (model, resolved recipe, policy, notes)."""
+    with strategy.scope():
+        model, section, policy, notes = build_compiled(recipe, bundle, strategy=strategy, **kwargs)
+    resolved = resolved_recipe(recipe, section, policy)
+    if bundle.spec:
+        resolved = resolved.replace("data", bundle.spec)
+    check_data_fits(resolved, model, bundle)
+    return model, resolved, policy, notes
+
+
 def resolved_recipe(recipe: Recipe, compile_section: dict, policy: str) -> Recipe:
     resolved = recipe.replace("compile", compile_section)
     train = dict(resolved["train"])

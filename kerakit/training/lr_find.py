@@ -52,13 +52,11 @@ from kerakit.report.lr_find import (
 )
 from kerakit.report.plots import save_figure
 from kerakit.training.build import (
-    build_compiled,
-    check_data_fits,
+    build_for_run,
     is_auto,
     make_strategy_for,
     optimizer_name,
     recipe_augmentation,
-    resolved_recipe,
     schedule_steps,
     set_seeds,
     with_rate,
@@ -105,14 +103,9 @@ def lr_find(
     strategy = make_strategy_for(recipe)
     set_seeds(recipe)
     bundle = load_recipe_data(recipe)
-    with strategy.scope():
-        model, section, policy, notes = build_compiled(recipe, bundle, strategy=strategy)
+    model, resolved, _, notes = build_for_run(recipe, bundle, strategy)
     for note in [*bundle.notes, *notes]:
         print_fn(note)
-    resolved = resolved_recipe(recipe, section, policy)
-    if bundle.spec:
-        resolved = resolved.replace("data", bundle.spec)
-    check_data_fits(resolved, model, bundle)
     folder = Path(out) if out is not None else _new_folder(resolved)
     folder.mkdir(parents=True, exist_ok=True)
     result = find_learning_rate(resolved, model, bundle, folder, strategy=strategy, steps=steps,

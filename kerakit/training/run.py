@@ -30,6 +30,7 @@ from kerakit.recipe.reader import dump_yaml
 from kerakit.recipe.usercode import check_unchanged
 from kerakit.training.build import (
     build_compiled,
+    build_for_run,
     check_data_fits,
     make_strategy_for,
     resolved_recipe,
@@ -291,20 +292,13 @@ def train(
                               sample_weight=sample_weight, batch_given=_sets_batch_size(source, recipe))  # fmt: skip
     for note in bundle.notes:
         print_fn(note)
-    with strategy.scope():
-        model, compile_section, policy, notes = build_compiled(
-            recipe,
-            bundle,
-            strategy=strategy,
-            callbacks=callbacks or (),
-            compile_args={"optimizer": optimizer, "loss": loss, "metrics": metrics},
-        )
+    # before any run folder is made: the model, the resolved recipe, the mismatches refused
+    model, resolved, policy, notes = build_for_run(
+        recipe, bundle, strategy, callbacks=callbacks or (),
+        compile_args={"optimizer": optimizer, "loss": loss, "metrics": metrics},
+    )  # fmt: skip
     for note in notes + [f"distribute: {describe_strategy(strategy)}"]:
         print_fn(note)
-    resolved = resolved_recipe(recipe, compile_section, policy)
-    if bundle.spec:
-        resolved = resolved.replace("data", bundle.spec)  # every "auto" of the data made concrete
-    check_data_fits(resolved, model, bundle)  # before any run folder is made
     check_trackers(resolved)  # train.tracking's packages, too
     chief = is_chief(strategy)
     path, resuming = run_folder(resolved, resume=resume, new=new, print_fn=print_fn, create=chief,

@@ -31,7 +31,7 @@ from kerakit.models import (
     split_for_feature_cache,
 )
 from kerakit.models.groups import grouped_optimizer, layer_groups, one_cycle, spread
-from kerakit.models.transfer import stage_args, transfer_parts
+from kerakit.models.transfer import stage_args, trainable_kept
 from kerakit.recipe.transfer import decide_feature_cache
 from kerakit.report.history import HISTORY_FILE, epochs_in_stage
 from kerakit.training.build import LEARNING_RATE_LOG
@@ -158,10 +158,8 @@ def stage_plan(recipe, model: keras.Model, per_epoch: int) -> list[str]:
     training will (so a rate training would refuse is refused here first)."""
     fine = recipe["model"]["transfer"].get("fine_tune")
     cycle = bool(fine) and fine.get("schedule") == "one_cycle"
-    base, _, head = transfer_parts(model)
-    saved = [(layer, layer.trainable) for layer in [base, *base.layers, *head]]
     lines = []
-    try:
+    with trainable_kept(model):
         for stage in (1, 2) if fine else (1,):
             set_stage(model, stage, **(stage_args(fine) if stage == 2 else {}))
             _, rates = stage_compile(recipe, model, stage, per_epoch)
@@ -170,9 +168,6 @@ def stage_plan(recipe, model: keras.Model, per_epoch: int) -> list[str]:
             if rates and (stage == 1 or len(rates) > 1 or cycle):
                 line += "; " + describe_rates(stage, rates, cycle).split(" ", 2)[2]
             lines.append(line)
-    finally:
-        for layer, flag in saved:  # the backbone first: its setter cascades to its layers
-            layer.trainable = flag
     return lines
 
 
