@@ -72,8 +72,7 @@ def test_the_chosen_rate_trains_at_least_as_well_as_adams_default(found):
     import keras
 
     from kerakit.data import load_recipe_data
-    from kerakit.training.build import set_seeds
-    from kerakit.training.build import build_compiled
+    from kerakit.training.build import build_compiled, set_seeds
     from kerakit.training.lr_find import weights_hash
 
     result, folder, (xt, yt, xv, yv), _ = found
